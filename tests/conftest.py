@@ -1,0 +1,141 @@
+"""Shared fixtures: a leak check after every test, and the start methods to parametrise over.
+
+After each test we wait (bounded) for the test's children to go away and then assert that it
+left behind no child processes, no zombies, no new shared-memory segments in /dev/shm and no new
+file descriptors.  Long-lived helper processes the stdlib starts once per session (resource
+tracker, forkserver) are not the test's children and are ignored.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+
+import psutil
+import pytest
+
+START_METHODS = ["fork", "spawn", "forkserver"]
+
+# stdlib singletons that live for the whole session, started on first use by whichever test
+_SESSION_HELPERS = ("resource_tracker", "forkserver", "semaphore_tracker")
+
+
+def _is_session_helper(proc: psutil.Process) -> bool:
+    try:
+        cmd = " ".join(proc.cmdline())
+    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+        return False
+    return any(h in cmd for h in _SESSION_HELPERS)
+
+
+def _children() -> list[psutil.Process]:
+    me = psutil.Process()
+    out = []
+    for child in me.children(recursive=True):
+        if not _is_session_helper(child):
+            out.append(child)
+    return out
+
+
+def _shm() -> set[str]:
+    try:
+        return set(os.listdir("/dev/shm"))
+    except FileNotFoundError:
+        return set()
+
+
+def _fds() -> set[int]:
+    return {int(x) for x in os.listdir("/proc/self/fd")}
+
+
+@pytest.fixture(autouse=True)
+def leak_check(request):
+    """Fail the test if it leaks a process, zombie, /dev/shm segment or file descriptor."""
+    if request.node.get_closest_marker("no_leak_check"):
+        yield
+        return
+    shm_before = _shm()
+    fds_before = _fds()
+    yield
+    deadline = time.monotonic() + 10.0
+    # Children may legitimately take a moment to exit after a test's last join/close.
+    while True:
+        kids = _children()
+        if not kids or time.monotonic() > deadline:
+            break
+        psutil.wait_procs(kids, timeout=0.2)
+    # Anything still here is reaped by us so the next test starts clean, then reported.
+    leftover = [(k.pid, _safe_status(k), _safe_cmd(k)) for k in kids]
+    for k in kids:
+        try:
+            k.kill()
+        except psutil.NoSuchProcess:
+            pass
+    multiprocessing.active_children()
+    assert not leftover, f"test left child processes behind: {leftover}"
+    while True:
+        new_shm = {n for n in _shm() - shm_before if n.startswith(("mt-", "psm_", "mt_"))}
+        if not new_shm or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert not new_shm, f"test leaked shared-memory segments: {sorted(new_shm)}"
+    # fds: allow the session helpers' pipes (opened lazily by the first user) to stay.
+    while True:
+        new_fds = {fd for fd in _fds() - fds_before if not _is_helper_fd(fd)}
+        if not new_fds or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert not new_fds, f"test leaked file descriptors: {_describe_fds(new_fds)}"
+
+
+def _is_helper_fd(fd: int) -> bool:
+    from multiprocessing import forkserver, resource_tracker
+
+    rt = getattr(resource_tracker._resource_tracker, "_fd", None)
+    fs = forkserver._forkserver
+    fs_fds = {getattr(fs, "_forkserver_alive_fd", None)}
+    return fd == rt or fd in fs_fds
+
+
+def _describe_fds(fds: set[int]) -> list[tuple[int, str]]:
+    out = []
+    for fd in sorted(fds):
+        try:
+            out.append((fd, os.readlink(f"/proc/self/fd/{fd}")))
+        except OSError:
+            out.append((fd, "?"))
+    return out
+
+
+def _safe_status(p: psutil.Process) -> str:
+    try:
+        return p.status()
+    except psutil.Error:
+        return "?"
+
+
+def _safe_cmd(p: psutil.Process) -> str:
+    try:
+        return " ".join(p.cmdline())[:120]
+    except psutil.Error:
+        return "?"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "no_leak_check: skip the per-test leak check")
+    config.addinivalue_line("markers", "slow: a test that takes several seconds")
+
+
+@pytest.fixture(params=START_METHODS)
+def start_method(request) -> str:
+    """Parametrise a test over every start method."""
+    return request.param
+
+
+@pytest.fixture
+def ctx(start_method):
+    """A multitask context for each start method."""
+    import multitask
+
+    return multitask.get_context(start_method)
