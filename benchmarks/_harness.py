@@ -1,0 +1,445 @@
+"""A tiny benchmark harness: isolated trials, round-robin repeats, medians, ratios, tables.
+
+Every *trial* (one measurement of one implementation) runs in a freshly forked child process that
+leads its own process group.  The child does its own untimed setup (create the pool, warm it up),
+times only the work with ``time.perf_counter`` and sends the elapsed seconds back over a pipe.  The
+parent waits at most ``timeout`` seconds, then kills the whole process group, so a pool that hangs,
+a worker left behind or a peer that crashes can never stall or pollute the rest of the suite.  A
+trial that raises is reported as ``n/a (<reason>)`` in its cell.
+
+Repeats are interleaved round-robin (A B C, B C A, C A B, ...) so that drift on a shared machine
+(other builds, thermal throttling) hits every implementation alike; a workload reports the median
+of its repeats and the ratio of medians against its baseline (normally the stdlib).
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import signal
+import statistics
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+_FORK = multiprocessing.get_context("fork")
+
+
+# --------------------------------------------------------------------------------------------
+# Running one trial in an isolated child
+# --------------------------------------------------------------------------------------------
+
+
+def _short_reason(exc: BaseException) -> str:
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+    return text if len(text) <= 72 else text[:69] + "..."
+
+
+def _trial_child(fn: Callable[..., float], params: dict[str, Any], conn: Any) -> None:
+    os.setpgrp()  # lead our own group, so the parent can reap everything we start
+    try:
+        value = fn(**params)
+        conn.send(("ok", float(value), None))
+    except BaseException as exc:
+        conn.send(("err", _short_reason(exc), traceback.format_exc()))
+    finally:
+        conn.close()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _reap_group(pgid: int, grace: float) -> None:
+    """Give the trial's leftovers ``grace`` seconds to exit by themselves, then SIGKILL them."""
+    deadline = time.monotonic() + grace
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+@dataclass
+class TrialResult:
+    seconds: float | None
+    error: str | None = None
+    detail: str | None = None
+
+
+def run_trial(fn: Callable[..., float], params: dict[str, Any], timeout: float) -> TrialResult:
+    """Run ``fn(**params)`` (which returns timed seconds) in a fresh forked child."""
+    recv, send = _FORK.Pipe(duplex=False)
+    proc = _FORK.Process(target=_trial_child, args=(fn, params, send), daemon=False)
+    try:
+        proc.start()
+    except Exception as exc:
+        return TrialResult(None, f"could not start trial: {_short_reason(exc)}")
+    send.close()
+    pgid = proc.pid
+    result: TrialResult
+    try:
+        if recv.poll(timeout):
+            status, value, detail = recv.recv()
+            result = TrialResult(value) if status == "ok" else TrialResult(None, value, detail)
+        elif proc.exitcode is not None or not proc.is_alive():
+            result = TrialResult(None, f"trial process died (exit code {proc.exitcode})")
+        else:
+            result = TrialResult(None, f"timeout after {timeout:g}s")
+    except (EOFError, OSError):
+        proc.join(1.0)
+        result = TrialResult(None, f"trial process died (exit code {proc.exitcode})")
+    finally:
+        recv.close()
+    # The child tears its pools down after sending the result; give it a moment, then make sure.
+    proc.join(5.0 if result.error is None else 0.2)
+    if proc.is_alive():
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.join(2.0)
+    _reap_group(pgid, grace=1.0)
+    if os.environ.get("BENCH_DEBUG") and result.detail:
+        sys.stderr.write(result.detail)
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Workloads: a set of implementations measured round-robin
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Impl:
+    """One row of a table: a label and the trial function measuring it."""
+
+    label: str
+    fn: Callable[..., float]
+    params: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+    baseline: bool = False
+    bar: Callable[[float, float], tuple[str, bool]] | None = None  # (ratio, metric) -> text, ok
+    timeout: float | None = None
+
+
+@dataclass
+class Metric:
+    """How a median time turns into the number shown (seconds -> ms, msg/s, MB/s ...)."""
+
+    name: str  # column header, e.g. "msg/s"
+    convert: Callable[[float], float]
+    fmt: str = "{:,.0f}"
+
+
+def ms() -> Metric:
+    return Metric("time (ms)", lambda s: s * 1e3, "{:,.1f}")
+
+
+def rate(count: int, unit: str) -> Metric:
+    return Metric(unit, lambda s: count / s, "{:,.0f}")
+
+
+def per_op(count: int, unit: str = "µs / op") -> Metric:
+    return Metric(unit, lambda s: s / count * 1e6, "{:,.1f}")
+
+
+def throughput(nbytes: int) -> Metric:
+    return Metric("MB/s", lambda s: nbytes / s / 1e6, "{:,.0f}")
+
+
+@dataclass
+class Row:
+    label: str
+    note: str
+    samples: list[float]
+    error: str | None
+    baseline: bool
+    bar: Callable[[float, float], tuple[str, bool]] | None
+    median: float | None = None
+    spread: float | None = None  # (max - min) / median
+    ratio: float | None = None  # baseline median / this median: > 1 means faster
+    bar_text: str = ""
+    bar_ok: bool | None = None
+
+
+@dataclass
+class Table:
+    id: str
+    title: str
+    metric: Metric
+    rows: list[Row]
+    notes: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+    ratio_header: str = "vs stdlib"
+
+    def with_ratio_header(self, header: str) -> Table:
+        self.ratio_header = header
+        return self
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "title": self.title,
+            "metric": self.metric.name,
+            "notes": self.notes,
+            "extra": self.extra,
+            "rows": [
+                {
+                    "label": r.label,
+                    "note": r.note,
+                    "samples_s": r.samples,
+                    "median_s": r.median,
+                    "spread": r.spread,
+                    "value": None if r.median is None else self.metric.convert(r.median),
+                    "ratio": r.ratio,
+                    "error": r.error,
+                    "baseline": r.baseline,
+                    "bar": r.bar_text,
+                    "bar_ok": r.bar_ok,
+                }
+                for r in self.rows
+            ],
+        }
+
+
+def measure(
+    impls: list[Impl],
+    repeat: int,
+    timeout: float,
+    progress: Callable[[str], None] | None = None,
+) -> list[Row]:
+    """Measure every implementation ``repeat`` times, interleaved round-robin.
+
+    An implementation whose trial fails is not tried again in later rounds (its first error is
+    what its cell shows), so a missing feature costs one failed trial, not ``repeat`` of them.
+    """
+    samples: dict[int, list[float]] = {i: [] for i in range(len(impls))}
+    errors: dict[int, str] = {}
+    n = len(impls)
+    for r in range(repeat):
+        order = [(r + k) % n for k in range(n)]  # rotate who goes first each round
+        for i in order:
+            if i in errors:
+                continue
+            impl = impls[i]
+            if progress:
+                progress(f"{impl.label} [{r + 1}/{repeat}]")
+            res = run_trial(impl.fn, impl.params, impl.timeout or timeout)
+            if res.error is not None:
+                errors[i] = res.error
+            else:
+                assert res.seconds is not None
+                samples[i].append(res.seconds)
+    rows = []
+    for i, impl in enumerate(impls):
+        rows.append(
+            Row(
+                label=impl.label,
+                note=impl.note,
+                samples=samples[i],
+                error=errors.get(i),
+                baseline=impl.baseline,
+                bar=impl.bar,
+            )
+        )
+    return rows
+
+
+def finish(table: Table) -> Table:
+    """Compute medians, spreads, ratios against the baseline row and the bar verdicts."""
+    base: float | None = None
+    for row in table.rows:
+        if row.samples and row.error is None:
+            row.median = statistics.median(row.samples)
+            if row.median > 0:
+                row.spread = (max(row.samples) - min(row.samples)) / row.median
+        elif row.samples and row.error is not None:
+            # Failed after some good rounds: keep the numbers but show the failure too.
+            row.median = statistics.median(row.samples)
+        if row.baseline and row.median:
+            base = row.median
+    for row in table.rows:
+        if base and row.median:
+            row.ratio = base / row.median
+        if row.bar is not None:
+            if row.ratio is not None and row.median is not None:
+                row.bar_text, row.bar_ok = row.bar(row.ratio, table.metric.convert(row.median))
+            else:
+                row.bar_text, _ = row.bar(math.nan, math.nan)
+                row.bar_ok = None
+    return table
+
+
+# Bars, as in DESIGN.md section 4 (ratios are "times faster than the baseline").
+
+
+def bar_ratio(minimum: float) -> Callable[[float, float], tuple[str, bool]]:
+    def check(ratio: float, _value: float) -> tuple[str, bool]:
+        return f"≥ {minimum:g}x", ratio >= minimum
+
+    return check
+
+
+def bar_value_at_least(minimum: float, unit: str) -> Callable[[float, float], tuple[str, bool]]:
+    def check(_ratio: float, value: float) -> tuple[str, bool]:
+        return f"≥ {minimum:g}{unit}", value >= minimum
+
+    return check
+
+
+# --------------------------------------------------------------------------------------------
+# Rendering
+# --------------------------------------------------------------------------------------------
+
+
+def _cells(table: Table) -> tuple[list[str], list[list[str]]]:
+    header = ["implementation", table.metric.name, table.ratio_header, "spread", "bar", "note"]
+    body = []
+    for row in table.rows:
+        if row.median is None:
+            value = f"n/a ({row.error})" if row.error else "n/a"
+            ratio = spread = ""
+        else:
+            value = table.metric.fmt.format(table.metric.convert(row.median))
+            if row.error:
+                value += f" (then failed: {row.error})"
+            ratio = "baseline" if row.baseline else (f"{row.ratio:.2f}x" if row.ratio else "")
+            spread = (f"±{row.spread * 50:.0f}%"
+                      if row.spread is not None and len(row.samples) > 1 else "")
+        bar = ""
+        if row.bar_text:
+            verdict = {True: "✓", False: "✗", None: "?"}[row.bar_ok]
+            bar = f"{row.bar_text} {verdict}"
+        body.append([row.label, value, ratio, spread, bar, row.note])
+    # Drop the bar column when no row has a bar.
+    if not any(r[4] for r in body):
+        header.pop(4)
+        for r in body:
+            r.pop(4)
+    return header, body
+
+
+def render_text(table: Table) -> str:
+    header, body = _cells(table)
+    if not body:
+        return "\n".join([f"{table.id}  {table.title}"] + [f"  · {n}" for n in table.notes])
+    widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(header)]
+    lines = [f"{table.id}  {table.title}"]
+    sep = "  "
+    lines.append(sep.join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
+    lines.append(sep.join("-" * w for w in widths))
+    for r in body:
+        lines.append(sep.join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    for note in table.notes:
+        lines.append(f"  · {note}")
+    return "\n".join(lines)
+
+
+def render_markdown(table: Table) -> str:
+    header, body = _cells(table)
+    lines = [f"### {table.id} — {table.title}", ""]
+    if not body:
+        return "\n".join(lines + [f"- {n}" for n in table.notes])
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "|".join("---" for _ in header) + "|")
+    for r in body:
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |")
+    if table.notes:
+        lines.append("")
+        for note in table.notes:
+            lines.append(f"- {note}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Machine description
+# --------------------------------------------------------------------------------------------
+
+
+def machine_info() -> dict[str, str]:
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    uname = os.uname()
+    try:
+        with open("/proc/meminfo") as f:
+            mem = next(x for x in f if x.startswith("MemTotal")).split()[1]
+        mem_text = f"{int(mem) / 1024 / 1024:.0f} GiB"
+    except (OSError, StopIteration, ValueError):
+        mem_text = "unknown"
+    return {
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "usable_cores": str(len(os.sched_getaffinity(0))),
+        "memory": mem_text,
+        "python": sys.version.split()[0],
+        "implementation": sys.implementation.name,
+        "kernel": f"{uname.sysname} {uname.release}",
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+    }
+
+
+def mem_available_bytes() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def shm_free_bytes() -> int:
+    try:
+        st = os.statvfs("/dev/shm")
+    except OSError:
+        return 0
+    return st.f_bavail * st.f_frsize
+
+
+# --------------------------------------------------------------------------------------------
+# Run configuration shared by every workload
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Config:
+    quick: bool = False
+    repeat: int | None = None  # None: each workload's own default
+    timeout: float = 120.0  # per trial
+    progress: Callable[[str], None] | None = None
+
+    def reps(self, default: int) -> int:
+        if self.repeat is not None:
+            return max(1, self.repeat)
+        return 1 if self.quick else default
+
+    def n(self, full: int, quick: int) -> int:
+        return quick if self.quick else full
+
+    def run(self, table_id: str, title: str, metric: Metric, impls: list[Impl],
+            default_repeat: int = 5, notes: list[str] | None = None) -> Table:
+        def prog(msg: str) -> None:
+            if self.progress:
+                self.progress(f"{table_id}: {msg}")
+
+        rows = measure(impls, self.reps(default_repeat), self.timeout, prog)
+        return finish(Table(table_id, title, metric, rows, notes=list(notes or [])))

@@ -1,0 +1,164 @@
+#!/usr/bin/env python
+"""Run multitask's benchmark suite: DESIGN.md section 4 (P1-P7) plus the queue matrix, ping-pong
+latency and large payloads.  Every number is a median of round-robin repeats, and every row is
+shown as a ratio against the stdlib measured in the same run.
+
+    .venv/bin/python benchmarks/run.py                   # everything (a few minutes)
+    .venv/bin/python benchmarks/run.py --quick           # small counts, 1 repeat: a smoke run
+    .venv/bin/python benchmarks/run.py --only P1,P4 --repeat 7
+    .venv/bin/python benchmarks/run.py --markdown --json results.json
+
+See benchmarks/README.md for what each workload measures and how to read the ratios.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Keep numerical libraries single-threaded (2 workers on 2 cores; and no threads before fork).
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+import bench_payload  # noqa: E402
+import bench_pool  # noqa: E402
+import bench_queue  # noqa: E402
+from _harness import Config, Table, machine_info, render_markdown, render_text  # noqa: E402
+
+WORKLOADS: dict[str, Callable[[Config], list[Table]]] = {
+    "P1": bench_pool.p1,
+    "P2": bench_pool.p2,
+    "P3": bench_pool.p3,
+    "P4": bench_queue.p4,
+    "P5": bench_payload.p5,
+    "P6": bench_pool.p6,
+    "P7": bench_pool.p7,
+    "MATRIX": bench_queue.matrix,
+    "PINGPONG": bench_queue.pingpong,
+    "PAYLOAD": bench_payload.payloads,
+}
+
+
+def _parse_only(text: str | None) -> list[str]:
+    if not text:
+        return list(WORKLOADS)
+    wanted = [w.strip().upper() for w in text.split(",") if w.strip()]
+    unknown = [w for w in wanted if w not in WORKLOADS]
+    if unknown:
+        raise SystemExit(f"unknown workload(s) {unknown}; choose from {', '.join(WORKLOADS)}")
+    return [w for w in WORKLOADS if w in wanted]
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {}
+    for dist in ("multitask", "mpire", "loky", "faster-fifo", "pebble", "numpy"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", help=f"comma-separated subset of: {', '.join(WORKLOADS)}")
+    ap.add_argument("--repeat", type=int, help="repeats per implementation (default: 5, "
+                    "3 for P6/MATRIX/PAYLOAD; 1 with --quick)")
+    ap.add_argument("--quick", action="store_true", help="small counts, 1 repeat: a smoke run")
+    ap.add_argument("--timeout", type=float, help="seconds per trial (default 120, quick 30)")
+    ap.add_argument("--json", metavar="PATH", help="also write every sample to PATH as JSON")
+    ap.add_argument("--markdown", action="store_true",
+                    help="finish with a README-ready markdown block (machine, date, tables)")
+    ap.add_argument("--list", action="store_true", help="list the workloads and exit")
+    args = ap.parse_args(argv)
+
+    if args.list:
+        for name, fn in WORKLOADS.items():
+            doc = (fn.__doc__ or "").strip().splitlines()
+            print(f"{name:9} {doc[0] if doc else ''}")
+        return 0
+
+    selected = _parse_only(args.only)
+    timeout = args.timeout or (30.0 if args.quick else 120.0)
+
+    def progress(msg: str) -> None:
+        sys.stderr.write(f"  .. {msg}\n")
+        sys.stderr.flush()
+
+    cfg = Config(quick=args.quick, repeat=args.repeat, timeout=timeout, progress=progress)
+    info = machine_info()
+    versions = _versions()
+    print(f"machine: {info['cpu']}, {info['cores']} cores ({info['usable_cores']} usable), "
+          f"{info['memory']}, Python {info['python']}, {info['kernel']}, {info['date']}")
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    print("mode: " + ("quick (smoke counts, not for quoting)" if args.quick else "full")
+          + (f", repeat {args.repeat}" if args.repeat else ""))
+    print()
+
+    started = time.perf_counter()
+    tables: list[Table] = []
+    failures: dict[str, str] = {}
+    for name in selected:
+        t0 = time.perf_counter()
+        try:
+            produced = WORKLOADS[name](cfg)
+        except Exception as exc:  # a workload's own setup failed: report, go on
+            failures[name] = f"{type(exc).__name__}: {exc}"
+            print(f"{name}  n/a ({failures[name]})\n", flush=True)
+            continue
+        for table in produced:
+            tables.append(table)
+            print(render_text(table))
+            print(flush=True)
+        progress(f"{name} done in {time.perf_counter() - t0:.1f}s")
+    total = time.perf_counter() - started
+    print(f"total: {total:.0f} s for {', '.join(selected)}")
+
+    if args.markdown:
+        print()
+        print("## Benchmark results")
+        print()
+        print(f"- date: {info['date']}")
+        print(f"- machine: {info['cpu']}, {info['cores']} cores ({info['usable_cores']} usable "
+              f"to this process), {info['memory']} RAM")
+        print(f"- Python {info['python']} ({info['implementation']}), {info['kernel']}")
+        print("- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+        cmdline = " ".join(argv if argv is not None else sys.argv[1:])
+        print(f"- command: `benchmarks/run.py {cmdline}` (total {total:.0f} s)")
+        print("- each cell: median of round-robin repeats; ratio = stdlib median / row median "
+              "(> 1 is faster); spread = ± half the min-max range")
+        print()
+        for table in tables:
+            print(render_markdown(table))
+            print()
+        for name, why in failures.items():
+            print(f"- {name}: n/a ({why})")
+
+    if args.json:
+        payload = {
+            "machine": info,
+            "versions": versions,
+            "quick": args.quick,
+            "repeat": args.repeat,
+            "total_s": total,
+            "tables": [t.to_json() for t in tables],
+            "failures": failures,
+        }
+        Path(args.json).write_text(json.dumps(payload, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
