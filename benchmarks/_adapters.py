@@ -71,11 +71,19 @@ class PoolAdapter:
     def close(self) -> None:
         raise NotImplementedError
 
-    def warm_up(self, fn: Callable[[Any], Any] = _warm, arg: Any = 0) -> None:
-        # Start every worker and make sure the workload's module is imported in each of them.
-        self.map(fn, [arg] * (WORKERS * 4))
-        for _ in range(WORKERS * 2):
-            self.call(fn, arg)
+    def warm_up(self, fn: Callable[[Any], Any] = _warm, arg: Any = 0, mode: str = "map") -> None:
+        """Start the workers and import the workload's module in them, using the same call the
+        workload will time (mpire with keep_alive mixes up its helpers when map and
+        imap_unordered alternate, so each workload warms up with its own call only)."""
+        if mode == "map":
+            self.map(fn, [arg] * (WORKERS * 4))
+        elif mode == "imap":
+            self.imap_unordered_count(fn, [arg] * (WORKERS * 4))
+        elif mode == "call":
+            for _ in range(WORKERS * 2):
+                self.call(fn, arg)
+        else:
+            raise ValueError(mode)
 
 
 class StdlibPool(PoolAdapter):
@@ -236,12 +244,15 @@ _ADAPTERS: dict[str, type[PoolAdapter]] = {
 }
 
 
-def open_pool(kind: str, warm_fn: Callable[[Any], Any] | None = _warm, arg: Any = 0) -> PoolAdapter:
-    """Create the pool of ``kind`` and (unless ``warm_fn`` is None) warm it up with ``warm_fn``."""
+def open_pool(
+    kind: str, warm_fn: Callable[[Any], Any] | None = _warm, arg: Any = 0, mode: str = "map"
+) -> PoolAdapter:
+    """Create the pool of ``kind`` and (unless ``warm_fn`` is None) warm it up: ``mode`` is the
+    call the workload times ("map", "imap" or "call")."""
     pool = _ADAPTERS[kind]()
     if warm_fn is not None:
         try:
-            pool.warm_up(warm_fn, arg)
+            pool.warm_up(warm_fn, arg, mode)
         except BaseException:
             pool.close()
             raise

@@ -40,7 +40,8 @@ def p5_trial(kind: str, nbytes: int, shared: bool = False) -> float:
 
     n = nbytes // 8
     warm = np.arange(16, dtype=np.float64)
-    pool = _open_pool(kind, arr_sum, warm)  # workers started and numpy imported in them
+    # Workers started and numpy imported in them, untimed.
+    pool = _open_pool(kind, arr_sum, warm, mode="call")
     try:
         if shared:
             import multitask
@@ -103,6 +104,8 @@ def _payload_producer(q: Any, payload_kind: str, nbytes: int, count: int, ready:
 
 
 def payload_trial(kind: str, payload_kind: str, nbytes: int, count: int) -> float:
+    if payload_kind == "ndarray":
+        import numpy  # noqa: F401  (so unpickling the first array does not time the import)
     q = make_queue(kind, nbytes=2 * nbytes + 4 * MiB) if kind == "ff" else make_queue(kind)
     ready, go = CTX.Semaphore(0), CTX.Event()
     proc = CTX.Process(target=_payload_producer,

@@ -60,7 +60,7 @@ def p1_trial(kind: str, n: int) -> float:
 
 
 def p2_trial(kind: str, n: int) -> float:
-    pool = open_pool(kind, sq, 3)
+    pool = open_pool(kind, sq, 3, mode="imap")
     try:
         t0 = time.perf_counter()
         count = pool.imap_unordered_count(sq, range(n))
@@ -73,7 +73,7 @@ def p2_trial(kind: str, n: int) -> float:
 
 
 def p3_trial(kind: str, n: int) -> float:
-    pool = open_pool(kind, noop, 0)
+    pool = open_pool(kind, noop, 0, mode="call")
     try:
         call = pool.call
         t0 = time.perf_counter()
