@@ -1,0 +1,507 @@
+"""Low-level process-lifecycle helpers: parent-death signal, child settings, CPU count, reaping.
+
+This module is part of ``multitask._core``: it imports nothing from the rest of the package
+except :mod:`multitask._core._errors`.  Everything here is usable from any child process
+(``Process`` children, pool workers, the manager server).
+
+What it fixes compared to the stdlib ``multiprocessing``:
+
+* **Orphans** (CPython gh-80180): a stdlib child keeps running when its parent is SIGKILLed.
+  :func:`set_parent_death_signal` makes the kernel (Linux ``prctl(PR_SET_PDEATHSIG)``) or a
+  watcher thread (elsewhere) kill the child as soon as its parent dies.
+* **Zombies** (seed 003): the stdlib reaps a finished child only when someone calls ``join()``,
+  ``is_alive()``, ``active_children()`` or starts another process.  :func:`reap_in_background`
+  registers a started child with a lazily started daemon thread that waits for it to exit and
+  collects its exit status at once, so no zombie stays behind and ``exitcode`` stays readable.
+* **cpu_count in containers**: :func:`cpu_count` honours the affinity mask and the cgroup CPU
+  quota; ``os.cpu_count()`` reports the host's CPUs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import math
+import os
+import select
+import signal
+import sys
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Protocol
+
+__all__ = [
+    "apply_child_settings",
+    "cpu_count",
+    "parent_death_signal_supported",
+    "reap_in_background",
+    "reaper_statistics",
+    "set_parent_death_signal",
+    "validate_cpu_affinity",
+    "validate_nice",
+]
+
+_PR_SET_PDEATHSIG = 1
+
+
+# --------------------------------------------------------------------------------------------
+# Parent-death signal
+# --------------------------------------------------------------------------------------------
+
+def _load_prctl() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.restype = ctypes.c_int
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                      ctypes.c_ulong]
+    return prctl
+
+
+_prctl = _load_prctl()
+
+
+def parent_death_signal_supported() -> bool:
+    """True where the kernel itself delivers the parent-death signal (Linux ``prctl``)."""
+    return _prctl is not None
+
+
+def set_parent_death_signal(expected_ppid: int, sig: int = signal.SIGKILL, *,
+                            sentinel: int | None = None, method: str | None = None) -> None:
+    """Arrange for the calling process to receive ``sig`` when its parent dies.
+
+    Call it in a child, first thing.  ``expected_ppid`` is the pid of the parent the child must
+    not outlive.  Never blocks; if the parent is *already* dead (it died between ``fork`` and
+    this call -- the classic race), the process exits at once with ``os._exit`` (status
+    ``128 + sig``) -- the signal cannot be "delivered late" by the kernel.
+
+    Mechanisms, in order of preference (``method`` forces one, for tests):
+
+    ``"prctl"``  Linux ``prctl(PR_SET_PDEATHSIG, sig)``, then the re-check of ``os.getppid()``.
+        **Caveat**: the kernel fires the signal when the *thread* that forked this process
+        exits, not when the parent process exits.  A child forked from a short-lived thread of
+        the parent is killed when that thread ends.  Fork children from a long-lived thread
+        (``multitask.Process.start`` uses ``"prctl"`` only when started from the main thread
+        and passes ``sentinel`` otherwise).
+    ``"sentinel"``  a daemon thread blocked in ``select`` on ``sentinel``, a pipe end inherited
+        from the parent whose other end only the parent holds; EOF means the parent is gone.
+    ``"pidfd"`` / ``"kqueue"``  a daemon thread waiting on a pidfd (Linux >= 5.3) or a kqueue
+        ``NOTE_EXIT`` event (BSD/macOS) for ``expected_ppid``.
+    ``"poll"``  last resort: a daemon thread checking ``os.getppid()`` twice a second.
+
+    A watcher thread sends ``sig`` to its own process (``os.kill``), so a handled signal behaves
+    as it would with ``prctl``.
+
+    Raises :class:`ValueError` for an invalid signal number or pid, :class:`OSError` if
+    ``prctl`` itself fails.  The stdlib has no equivalent.
+    """
+    if not isinstance(expected_ppid, int) or isinstance(expected_ppid, bool) or expected_ppid <= 0:
+        raise ValueError(f"expected_ppid must be a positive pid, got {expected_ppid!r}")
+    sig = int(sig)
+    if sig not in signal.valid_signals():
+        raise ValueError(f"invalid signal number {sig}")
+    if method is None:
+        if _prctl is not None:
+            method = "prctl"
+        elif sentinel is not None:
+            method = "sentinel"
+        elif hasattr(os, "pidfd_open"):
+            method = "pidfd"
+        elif hasattr(select, "kqueue"):
+            method = "kqueue"
+        else:
+            method = "poll"
+
+    if method == "prctl":
+        if _prctl is None:
+            raise OSError("prctl(PR_SET_PDEATHSIG) is not available on this platform")
+        if _prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"prctl(PR_SET_PDEATHSIG) failed: {os.strerror(err)}")
+        # The race: the parent may have died before prctl took effect; we were then re-parented
+        # (to init or a subreaper) and the kernel will never send the signal.
+        if os.getppid() != expected_ppid:
+            os._exit(128 + sig)
+        return
+
+    if os.getppid() != expected_ppid:
+        os._exit(128 + sig)
+    if method == "sentinel":
+        if sentinel is None:
+            raise ValueError("method='sentinel' needs a sentinel file descriptor")
+        fd = os.dup(sentinel)
+        target: Any = _watch_sentinel
+        args: tuple[Any, ...] = (fd, sig)
+    elif method == "pidfd":
+        try:
+            fd = os.pidfd_open(expected_ppid)  # type: ignore[attr-defined,unused-ignore]
+        except ProcessLookupError:
+            os._exit(128 + sig)
+        target = _watch_sentinel
+        args = (fd, sig)
+    elif method == "kqueue":
+        target = _watch_kqueue
+        args = (expected_ppid, sig)
+    elif method == "poll":
+        target = _watch_poll
+        args = (expected_ppid, sig)
+    else:
+        raise ValueError(f"unknown parent-death method {method!r}")
+    threading.Thread(target=target, args=args, name="multitask-parent-watch",
+                     daemon=True).start()
+
+
+def _die(sig: int) -> None:
+    with contextlib.suppress(OSError):
+        os.kill(os.getpid(), sig)
+    if sig == signal.SIGKILL:  # pragma: no cover - not reached, SIGKILL is not deliverable late
+        os._exit(128 + sig)
+
+
+def _watch_sentinel(fd: int, sig: int) -> None:
+    # select() returns when the fd is readable: EOF on a pipe (every writer gone) or a pidfd
+    # signalling that the process exited.
+    while True:
+        try:
+            select.select([fd], [], [])
+        except InterruptedError:  # pragma: no cover - PEP 475 retries, belt and braces
+            continue
+        except OSError:
+            return  # fd closed under us (the process is shutting down)
+        break
+    _die(sig)
+
+
+def _watch_kqueue(ppid: int, sig: int) -> None:  # pragma: no cover - BSD/macOS only
+    kq = select.kqueue()  # type: ignore[attr-defined,unused-ignore]
+    ev = select.kevent(ppid, filter=select.KQ_FILTER_PROC,  # type: ignore[attr-defined,unused-ignore]
+                       flags=select.KQ_EV_ADD | select.KQ_EV_ONESHOT,  # type: ignore[attr-defined,unused-ignore]
+                       fflags=select.KQ_NOTE_EXIT)  # type: ignore[attr-defined,unused-ignore]
+    try:
+        kq.control([ev], 1, None)
+    except ProcessLookupError:
+        pass
+    _die(sig)
+
+
+def _watch_poll(ppid: int, sig: int) -> None:
+    # No event source for "my parent died" on this platform: check twice a second.
+    stop = threading.Event()
+    while os.getppid() == ppid:
+        stop.wait(0.5)
+    _die(sig)
+
+
+# --------------------------------------------------------------------------------------------
+# nice / CPU affinity
+# --------------------------------------------------------------------------------------------
+
+def validate_nice(nice: object) -> int | None:
+    """Return ``nice`` as an int in -20..19 (or ``None``); raise TypeError/ValueError otherwise."""
+    if nice is None:
+        return None
+    if not isinstance(nice, int) or isinstance(nice, bool):
+        raise TypeError("nice must be an int between -20 and 19 or None, "
+                        f"not {type(nice).__name__}")
+    if not -20 <= nice <= 19:
+        raise ValueError(f"nice must be between -20 (highest priority) and 19 (lowest), got {nice}")
+    return nice
+
+
+def validate_cpu_affinity(cpu_affinity: object) -> frozenset[int] | None:
+    """Return ``cpu_affinity`` as a non-empty frozenset of CPU numbers (or ``None``).
+
+    Raises :class:`TypeError` for a non-iterable or non-int entries, :class:`ValueError` for an
+    empty set or a CPU number that does not exist on this machine.
+    """
+    if cpu_affinity is None:
+        return None
+    if isinstance(cpu_affinity, (str, bytes)) or not isinstance(cpu_affinity, Iterable):
+        raise TypeError("cpu_affinity must be an iterable of CPU numbers, e.g. [0, 1], "
+                        f"not {type(cpu_affinity).__name__}")
+    cpus = list(cpu_affinity)
+    for c in cpus:
+        if not isinstance(c, int) or isinstance(c, bool):
+            raise TypeError(f"cpu_affinity entries must be ints, got {c!r}")
+    if not cpus:
+        raise ValueError("cpu_affinity must name at least one CPU")
+    ncpu = os.cpu_count() or 1
+    bad = [c for c in cpus if c < 0 or c >= ncpu]
+    if bad:
+        raise ValueError(f"cpu_affinity names CPUs {bad} that do not exist "
+                         f"(this machine has CPUs 0..{ncpu - 1})")
+    return frozenset(cpus)
+
+
+def apply_child_settings(nice: int | None = None,
+                         cpu_affinity: Iterable[int] | None = None) -> None:
+    """Apply scheduling settings to the calling process.
+
+    ``nice`` is the *absolute* niceness to set (-20..19, like ``psutil.Process.nice(value)``),
+    not the increment ``os.nice`` takes.  ``cpu_affinity`` is the set of CPUs the process may
+    run on (``os.sched_setaffinity``).  Never blocks.
+
+    Raises :class:`TypeError`/:class:`ValueError` for bad values, :class:`PermissionError` when
+    lowering niceness below the current value without the privilege (``CAP_SYS_NICE`` or
+    ``RLIMIT_NICE``), :class:`OSError` for other failures, and :class:`NotImplementedError`
+    for ``cpu_affinity`` on a platform without ``sched_setaffinity``.
+    """
+    nice = validate_nice(nice)
+    cpus = validate_cpu_affinity(cpu_affinity)
+    if nice is not None:
+        current = os.getpriority(os.PRIO_PROCESS, 0)
+        if nice != current:
+            try:
+                os.setpriority(os.PRIO_PROCESS, 0, nice)
+            except PermissionError as exc:
+                raise PermissionError(
+                    exc.errno, f"cannot set nice to {nice} (current {current}): raising a "
+                    "process's priority needs root/CAP_SYS_NICE or a higher RLIMIT_NICE") from None
+    if cpus is not None:
+        if not hasattr(os, "sched_setaffinity"):
+            raise NotImplementedError("cpu_affinity is not supported on this platform")
+        os.sched_setaffinity(0, cpus)
+
+
+def check_nice_allowed(nice: int | None) -> None:
+    """Raise :class:`PermissionError` now if setting ``nice`` in a child would be refused.
+
+    Lets ``Process.start()`` fail in the parent, at the call that caused it, instead of the child
+    dying with a traceback.  Lowering niceness needs root, ``CAP_SYS_NICE`` or ``RLIMIT_NICE``.
+    """
+    if nice is None:
+        return
+    current = os.getpriority(os.PRIO_PROCESS, 0)
+    if nice >= current or os.geteuid() == 0:
+        return
+    try:
+        import resource
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NICE)  # type: ignore[attr-defined,unused-ignore]
+    except (ImportError, AttributeError, OSError):  # pragma: no cover - non-Linux
+        return
+    if soft == resource.RLIM_INFINITY or nice >= 20 - soft:
+        return
+    # Last word from the kernel (CAP_SYS_NICE without root): probe on a throwaway thread id is
+    # not possible, so we trust RLIMIT_NICE and uid as the common cases.
+    raise PermissionError(f"cannot start a process with nice={nice}: this process has nice "
+                          f"{current} and lacks the privilege to raise priority "
+                          "(needs root/CAP_SYS_NICE or RLIMIT_NICE)")
+
+
+# --------------------------------------------------------------------------------------------
+# cpu_count
+# --------------------------------------------------------------------------------------------
+
+def _cgroup_quota(root: Path) -> float | None:
+    """CPUs allowed by the cgroup quota under ``root`` (v2 ``cpu.max`` or v1 CFS), or None."""
+    v2 = root / "cpu.max"
+    try:
+        fields = v2.read_text().split()
+    except OSError:
+        fields = []
+    if fields:
+        if fields[0] != "max":
+            try:
+                quota = int(fields[0])
+                period = int(fields[1]) if len(fields) > 1 else 100_000
+            except ValueError:
+                return None
+            if quota > 0 and period > 0:
+                return quota / period
+        return None
+    for v1dir in (root / "cpu", root / "cpu,cpuacct", root / "cpuacct,cpu", root):
+        try:
+            quota = int((v1dir / "cpu.cfs_quota_us").read_text().strip())
+            period = int((v1dir / "cpu.cfs_period_us").read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if quota > 0 and period > 0:
+            return quota / period
+        return None
+    return None
+
+
+def cpu_count(cgroup_root: str | os.PathLike[str] = "/sys/fs/cgroup") -> int:
+    """The number of CPUs this process can actually use; never below 1; never blocks.
+
+    The minimum of the affinity mask (``os.sched_getaffinity``, e.g. ``taskset``) and the cgroup
+    CPU quota rounded up (cgroup v2 ``cpu.max``; v1 ``cpu.cfs_quota_us / cpu.cfs_period_us``),
+    read under ``cgroup_root``.  The stdlib's ``multiprocessing.cpu_count()`` returns the host's
+    CPU count, which oversubscribes containers (a 2-CPU container on a 64-core host gets 64
+    workers).
+    """
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    quota = _cgroup_quota(Path(cgroup_root))
+    if quota is not None:
+        n = min(n, math.ceil(quota))
+    return max(1, n)
+
+
+# --------------------------------------------------------------------------------------------
+# Reaper
+# --------------------------------------------------------------------------------------------
+
+class _Pollable(Protocol):
+    pid: int
+    returncode: int | None
+
+    def poll(self, flag: int = ...) -> int | None: ...
+
+
+class _Reaper:
+    """Collects the exit status of registered children as soon as they exit.
+
+    Design: a daemon thread waits (``select``) on one fd per live child -- a pidfd where the
+    kernel has them (readable exactly when the child has exited, so ``waitpid(pid, WNOHANG)``
+    cannot miss), else a dup of the child's sentinel -- plus a wake-up pipe.  When a child's fd
+    is ready the thread calls that child's ``Popen.poll()`` (``waitpid(pid, WNOHANG)`` for that
+    one pid: never ``waitpid(-1)``, so children multitask did not start keep their statuses for
+    their owner).  The Popen serialises ``poll`` with its own lock so ``join()`` racing the
+    reaper never sees ``ECHILD`` and a missing ``returncode``.
+
+    The thread starts when the first child is registered and exits (closing its pipe) when none
+    is left, so an idle program has no extra thread and no extra fds.  The registry lock is only
+    held for dict updates, never across a blocking call; ``os.register_at_fork`` resets the
+    whole state in a forked child, where the thread does not exist.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[int, _Pollable] = {}  # fd owned by us -> popen
+        self._wake_r = -1
+        self._wake_w = -1
+        self._thread: threading.Thread | None = None
+        self.reaped = 0
+
+    def _reinit_in_child(self) -> None:
+        # after os.fork(): the thread is gone; the fds are copies we must not keep.
+        for fd in [*self._entries, self._wake_r, self._wake_w]:
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.__init__()  # type: ignore[misc]
+
+    def add(self, popen: _Pollable, sentinel: int | None) -> None:
+        fd = -1
+        if hasattr(os, "pidfd_open"):
+            try:
+                fd = os.pidfd_open(popen.pid)  # type: ignore[attr-defined,unused-ignore]
+            except OSError:
+                fd = -1
+        if fd < 0:
+            if sentinel is None:
+                return
+            fd = os.dup(sentinel)
+        os.set_inheritable(fd, False)
+        with self._lock:
+            self._entries[fd] = popen
+            if self._thread is None:
+                self._wake_r, self._wake_w = os.pipe()
+                os.set_blocking(self._wake_w, False)
+                self._thread = threading.Thread(target=self._run, name="multitask-reaper",
+                                                daemon=True)
+                self._thread.start()
+            else:
+                with contextlib.suppress(BlockingIOError):
+                    os.write(self._wake_w, b"\0")
+
+    def discard(self, popen: _Pollable) -> None:
+        """Stop watching ``popen`` (after ``join``/``close``); the thread notices on wake-up."""
+        with self._lock:
+            for fd, p in list(self._entries.items()):
+                if p is popen:
+                    del self._entries[fd]
+                    os.close(fd)
+            if self._thread is not None:
+                with contextlib.suppress(BlockingIOError):
+                    os.write(self._wake_w, b"\0")
+
+    def _run(self) -> None:
+        retry_delay = 0.0
+        while True:
+            with self._lock:
+                if not self._entries:
+                    os.close(self._wake_r)
+                    os.close(self._wake_w)
+                    self._wake_r = self._wake_w = -1
+                    self._thread = None
+                    return
+                fds = [*self._entries, self._wake_r]
+                wake_r = self._wake_r
+            try:
+                ready, _, _ = select.select(fds, [], [], retry_delay or None)
+            except (OSError, ValueError):
+                # an fd was discarded (closed) between the snapshot and select: rebuild
+                continue
+            if wake_r in ready:
+                with contextlib.suppress(BlockingIOError, OSError):
+                    os.read(wake_r, 4096)
+            retry_delay = 0.0
+            with self._lock:
+                todo = [(fd, self._entries[fd]) for fd in ready if fd in self._entries]
+            for fd, popen in todo:
+                code = popen.poll()
+                if code is None and popen.returncode is None:
+                    # A sentinel (not pidfd) can hit EOF a moment before the child becomes
+                    # waitable; retry soon.  A pidfd is exact, so None there means someone else
+                    # (os.wait(), waitpid(-1)) took the status: nothing left to collect.
+                    if _is_pidfd(fd) and select.select([fd], [], [], 0)[0]:
+                        self._drop(fd, popen)
+                    else:
+                        retry_delay = 0.05
+                    continue
+                self.reaped += 1
+                self._drop(fd, popen)
+
+    def _drop(self, fd: int, popen: _Pollable) -> None:
+        # compare the popen too: ``discard`` may have closed fd and ``add`` reused its number
+        with self._lock:
+            if self._entries.get(fd) is popen:
+                del self._entries[fd]
+                os.close(fd)
+
+    def statistics(self) -> dict[str, Any]:
+        with self._lock:
+            return {"watched": len(self._entries), "reaped": self.reaped,
+                    "thread_running": self._thread is not None}
+
+
+def _is_pidfd(fd: int) -> bool:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:[pidfd]"
+    except OSError:
+        return False
+
+
+_reaper = _Reaper()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reaper._reinit_in_child)
+
+
+def reap_in_background(popen: _Pollable, sentinel: int | None = None) -> None:
+    """Have the background reaper collect ``popen``'s exit status as soon as the child exits.
+
+    ``popen`` needs ``pid``, ``returncode`` and a thread-safe ``poll(flag)`` that calls
+    ``waitpid(pid, flag)`` (multitask's Popen classes lock it).  ``sentinel`` is used only where
+    pidfds are unavailable.  Never blocks (starts the reaper thread if needed).
+    """
+    _reaper.add(popen, sentinel)
+
+
+def stop_reaping(popen: _Pollable) -> None:
+    """Forget ``popen`` (it was joined or closed).  Never blocks for long."""
+    _reaper.discard(popen)
+
+
+def reaper_statistics() -> dict[str, Any]:
+    """``{"watched": n, "reaped": n, "thread_running": bool}`` for this process's reaper."""
+    return _reaper.statistics()

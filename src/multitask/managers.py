@@ -1,0 +1,157 @@
+"""``Manager()``: a server process holding shared objects, reached through proxies.
+
+:class:`SyncManager` is the stdlib's ``multiprocessing.managers.SyncManager`` (same proxies:
+``Queue``, ``JoinableQueue``, ``dict``, ``list``, ``Namespace``, ``Value``, ``Array``, ``Lock``,
+``RLock``, ``Semaphore``, ``BoundedSemaphore``, ``Event``, ``Condition``, ``Barrier``, ``Pool``),
+with these differences:
+
+* The server process is a :class:`multitask.Process`, so it gets the parent-death signal: a
+  manager never outlives the program that started it, even when that program is SIGKILLed
+  (the stdlib's server lingers until its next connection fails).
+* The server only listens locally: a Unix socket (the default on Linux) or a loopback TCP
+  address.  A non-loopback ``address`` raises ``ValueError``.  Every connection is
+  authenticated with HMAC against ``authkey`` (default: the process's ``authkey``), as in the
+  stdlib; a wrong key raises :class:`multitask.AuthenticationError`.
+* Bad arguments raise at the call: ``Queue(maxsize="x")``, ``Semaphore(-1)``, ``Barrier(0)``.
+
+A manager ``Queue`` can be handed to pool workers (seed 004's ``Manager().Queue()``): the proxy
+pickles to its address, and workers authenticate with the inherited ``authkey``.
+
+Blocking: ``Manager()`` blocks until the server is up (normally milliseconds); each proxy call
+is a round trip to the server; ``shutdown()`` (or leaving the ``with`` block, or the manager
+being garbage-collected) stops the server, waiting up to ``shutdown_timeout`` seconds before
+terminating it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from multiprocessing import managers as _mpm_module
+from typing import Any
+
+from ._core._errors import AuthenticationError
+
+_mpm: Any = _mpm_module  # typeshed lacks the private names used here
+
+__all__ = ["BaseManager", "BaseProxy", "Manager", "Namespace", "SyncManager", "Token"]
+
+BaseManager = _mpm.BaseManager
+BaseProxy = _mpm.BaseProxy
+Namespace = _mpm.Namespace
+Token = _mpm.Token
+
+
+def _check_local(address: Any) -> None:
+    if address is None or isinstance(address, str):
+        return  # None: arbitrary Unix socket; str: a Unix socket path
+    if not (isinstance(address, tuple) and len(address) == 2):
+        raise TypeError(f"address must be None, a Unix socket path or a (host, port) tuple, "
+                        f"not {address!r}")
+    host = address[0]
+    if host == "localhost":
+        return
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        try:
+            ip = ipaddress.ip_address(socket.gethostbyname(host))
+        except (OSError, ValueError):
+            raise ValueError(f"cannot resolve manager host {host!r}") from None
+    if not ip.is_loopback:
+        raise ValueError(f"a multitask manager only listens locally (a Unix socket or "
+                         f"127.0.0.1), not on {host!r}: anyone who can reach it and knows the "
+                         "authkey can run code in it")
+
+
+def _check_count(value: object, what: str, minimum: int = 0) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{what} must be >= {minimum}, got {value}")
+
+
+class SyncManager(_mpm_module.SyncManager):
+    """The stdlib ``SyncManager``, local-only, with a parent-death signal on its server.
+
+    ``ctx`` defaults to multitask's default context.  Raises ``ValueError`` for a non-local
+    ``address``, ``TypeError`` for a non-bytes ``authkey``.
+    """
+
+    def __init__(self, address: Any = None, authkey: bytes | None = None,
+                 serializer: str = "pickle", ctx: Any = None, *,
+                 shutdown_timeout: float = 1.0) -> None:
+        _check_local(address)
+        if authkey is not None and not isinstance(authkey, bytes):
+            raise TypeError(f"authkey must be bytes, not {type(authkey).__name__}")
+        if serializer not in _mpm.listener_client:
+            raise ValueError(f"serializer must be one of {sorted(_mpm.listener_client)}, "
+                             f"not {serializer!r}")
+        if ctx is None:
+            from .context import _default_context
+
+            ctx = _default_context.get_context()
+        super().__init__(address, authkey, serializer, ctx,  # type: ignore[call-arg]
+                         shutdown_timeout=shutdown_timeout)
+
+    def connect(self) -> None:
+        """Connect to an already running server; ``AuthenticationError`` on a wrong authkey."""
+        try:
+            super().connect()
+        except _mpm.AuthenticationError as exc:  # the stdlib's
+            raise AuthenticationError(str(exc)) from exc
+
+    # -- proxies with argument checks (the server would otherwise fail later, remotely) ---
+
+    def Queue(self, maxsize: int = 0) -> Any:
+        """A proxy to a ``queue.Queue`` in the server (``queue.Full``/``queue.Empty``)."""
+        _check_count(maxsize, "maxsize")
+        return super().Queue(maxsize)
+
+    def JoinableQueue(self, maxsize: int = 0) -> Any:
+        """Same as :meth:`Queue` (``queue.Queue`` already has ``task_done``/``join``)."""
+        _check_count(maxsize, "maxsize")
+        return super().JoinableQueue(maxsize)
+
+    def Semaphore(self, value: int = 1) -> Any:
+        """A proxy to a ``threading.Semaphore`` in the server."""
+        _check_count(value, "Semaphore value")
+        return super().Semaphore(value)
+
+    def BoundedSemaphore(self, value: int = 1) -> Any:
+        """A proxy to a ``threading.BoundedSemaphore`` in the server."""
+        _check_count(value, "BoundedSemaphore value")
+        return super().BoundedSemaphore(value)
+
+    def Barrier(self, parties: int, action: Any = None,
+                timeout: float | None = None) -> Any:
+        """A proxy to a ``threading.Barrier`` in the server."""
+        _check_count(parties, "parties", 1)
+        return super().Barrier(parties, action, timeout)
+
+    def Value(self, typecode: str, value: Any, lock: bool = True) -> Any:
+        """A proxy to a value in the server (``.value``); the typecode is only recorded."""
+        if not isinstance(typecode, str):
+            raise TypeError(f"typecode must be a str, not {type(typecode).__name__}")
+        return super().Value(typecode, value, lock)  # type: ignore[call-arg]
+
+    def Array(self, typecode: str, sequence: Any, lock: bool = True) -> Any:
+        """A proxy to an ``array.array(typecode, sequence)`` in the server."""
+        import array
+
+        try:
+            array.array(typecode, sequence)  # validate here, not remotely
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"Array({typecode!r}, ...): {exc}") from None
+        return super().Array(typecode, sequence, lock)  # type: ignore[call-arg]
+
+
+def Manager(*, ctx: Any = None) -> SyncManager:
+    """Start a :class:`SyncManager` server process and return the manager (blocks until up).
+
+    Use it as a context manager, or call ``shutdown()``; it is also shut down when garbage
+    collected and at exit.  Raises ``OSError`` if the server cannot be started.
+    """
+    m = SyncManager(ctx=ctx)
+    m.start()
+    return m
