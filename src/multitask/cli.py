@@ -1,0 +1,274 @@
+"""The ``multitask`` command (also ``python -m multitask``).
+
+Subcommands::
+
+    multitask ps [--json] [--tree] [--pid PID]    every running multitask program, its pools and
+                                                  workers, with their OS state (like `ps aux`)
+    multitask top [--pid PID] [--interval S]      the same, live; q quits
+    multitask demo [ARGS...]                      a guided demo (multitask._demo)
+    multitask bench [ARGS...]                     the benchmark suite (benchmarks/run.py)
+
+``ps`` and ``top`` read the per-user registry every multitask program publishes to (see
+:mod:`multitask.monitor.registry`); they only see programs of the same user.  ``ps --json`` prints a
+list of objects, one per process, with at least ``pid``, ``ppid``, ``state`` (the ``ps`` STAT
+letters), ``role`` (``main``/``worker``/``process``...) and, for pool workers, ``pool``,
+``task_state`` (``idle``/``busy``...), ``task``, ``task_running_for``, ``tasks_done``,
+``tasks_failed``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _console(file=None):  # type: ignore[no-untyped-def]
+    from rich.console import Console
+
+    # Piped output has no terminal width; a table squeezed into 80 columns is unreadable.
+    width = shutil.get_terminal_size((160, 24)).columns
+    return Console(file=file, width=max(width, 100) if not sys.stdout.isatty() else None)
+
+
+def _views(pid: int | None):  # type: ignore[no-untyped-def]
+    from .monitor import registry, view
+
+    entries = registry.read_all()
+    if pid is not None:
+        entries = [e for e in entries if e.pid == pid]
+    return view.build(entries)
+
+
+# ------------------------------------------------------------------------------------------------
+# ps
+
+def _state_style(state: str) -> str:
+    return {"R": "bold green", "D": "bold red", "T": "yellow", "t": "yellow",
+            "Z": "bold magenta", "X": "dim"}.get(state[:1], "")
+
+
+def _ps_table(views):  # type: ignore[no-untyped-def]
+    from rich.table import Table
+    from rich.text import Text
+
+    from .monitor.view import human_bytes, human_seconds
+
+    table = Table(box=None, header_style="bold", pad_edge=False, show_edge=False)
+    for col, justify in (("PID", "right"), ("PPID", "right"), ("ROLE", "left"),
+                         ("STAT", "left"), ("%CPU", "right"), ("RSS", "right"),
+                         ("NI", "right"), ("TASK", "left"), ("CURRENT TASK", "left"),
+                         ("TIME", "right"), ("DONE", "right"), ("FAIL", "right"),
+                         ("COMMAND", "left")):
+        table.add_column(col, justify=justify,  # type: ignore[arg-type]
+                         no_wrap=col != "COMMAND", overflow="ellipsis")
+
+    def cells(row, role: str):  # type: ignore[no-untyped-def]
+        return [str(row.pid), str(row.ppid) if row.ppid is not None else "-", role,
+                Text(row.state, style=_state_style(row.state)),
+                "-" if row.cpu_percent is None else f"{row.cpu_percent:.1f}",
+                human_bytes(row.rss), "-" if row.nice is None else str(row.nice)]
+
+    for v in views:
+        m = v.main
+        table.add_row(*cells(m, "main"), "", "", "", "", "",
+                      Text(f"{m.name}  [{m.cpu_count} CPUs]", style="bold"))
+        for pool in v.pools:
+            s = pool.stats
+            table.add_row("", "", Text(f"pool {s.name}", style="cyan"), "", "", "", "", s.state,
+                          f"{s.running} running, {s.queued} queued", "",
+                          str(s.completed), str(s.failed),
+                          Text(f"{s.backend}, {s.processes} workers, "
+                               f"{s.workers_replaced} replaced", style="dim"))
+            for w in pool.workers:
+                task = w.task or ""
+                if w.task_items and w.task_items > 1:
+                    task += f" ×{w.task_items}"
+                table.add_row(*cells(w, f"  worker {w.worker}"),
+                              Text(w.task_state or "",
+                                   style="green" if w.task_state == "busy" else "dim"),
+                              task, human_seconds(w.task_running_for), str(w.tasks_done),
+                              str(w.tasks_failed), Text(w.command, style="dim"))
+        for p in v.processes:
+            table.add_row(*cells(p, p.role), "", "", "", "", "", f"{p.name}  {p.command}")
+    return table
+
+
+def _ps_tree(views):  # type: ignore[no-untyped-def]
+    """The real parent/child tree of each program (like `pstree -p`), annotated from the
+    registry: a worker forked by a zygote shows under the zygote, not under the program."""
+    import psutil
+    from rich.text import Text
+    from rich.tree import Tree
+
+    from .monitor.procinfo import proc_info
+    from .monitor.view import human_seconds
+
+    root = Tree("multitask programs", guide_style="dim")
+    for v in views:
+        known = {r.pid: r for r in v.rows()}
+
+        def label(pid: int) -> Text:
+            info = proc_info(pid)
+            row = known.get(pid)
+            state = info.state if info else "X"
+            text = Text()
+            text.append(f"{pid} ", style="bold")
+            text.append(state, style=_state_style(state))
+            text.append(f" {info.name if info else '?'}")
+            if row is not None:
+                if row.role == "worker":
+                    text.append(f"  worker {row.worker} of pool {row.pool}", style="cyan")
+                    if row.task_state == "busy" and row.task:
+                        text.append(f"  busy: {row.task} {human_seconds(row.task_running_for)}",
+                                    style="green")
+                    elif row.task_state:
+                        text.append(f"  {row.task_state}", style="dim")
+                elif row.role == "main":
+                    text.append(f"  main: {row.name}", style="cyan")
+                else:
+                    text.append(f"  {row.role} {row.name}", style="cyan")
+            elif info is not None:
+                text.append(f"  {info.command[:60]}", style="dim")
+            return text
+
+        def add(node, pid: int, depth: int) -> None:  # type: ignore[no-untyped-def]
+            try:
+                children = sorted(psutil.Process(pid).children(), key=lambda p: p.pid)
+            except psutil.Error:
+                return
+            for child in children:
+                sub = node.add(label(child.pid))
+                if depth < 32:
+                    add(sub, child.pid, depth + 1)
+
+        top = root.add(label(v.entry.pid))
+        add(top, v.entry.pid, 0)
+        # Registered processes that are not descendants (re-parented orphans) still show.
+        try:
+            descendants = {p.pid for p in psutil.Process(v.entry.pid).children(recursive=True)}
+        except psutil.Error:
+            descendants = set()
+        for row in v.rows():
+            if row.pid != v.entry.pid and row.pid not in descendants:
+                top.add(Text.assemble(label(row.pid), ("  (not a descendant)", "yellow")))
+    return root
+
+
+def cmd_ps(args: argparse.Namespace) -> int:
+    from .monitor.view import flatten
+
+    views = _views(args.pid)
+    if args.json:
+        json.dump([row.as_dict() for row in flatten(views)], sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return 0
+    console = _console()
+    if not views:
+        console.print("no running multitask programs" +
+                      (f" with pid {args.pid}" if args.pid is not None else ""))
+        return 0
+    console.print(_ps_tree(views) if args.tree else _ps_table(views))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------
+# top, demo, bench
+
+def cmd_top(args: argparse.Namespace) -> int:
+    from .monitor.top import run_top
+
+    return run_top(pid=args.pid, interval=args.interval)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    try:
+        from . import _demo  # type: ignore[attr-defined]
+    except ModuleNotFoundError as exc:
+        if exc.name != "multitask._demo":
+            raise
+        print("multitask demo: the demo module (multitask._demo) is not part of this "
+              "installation yet.", file=sys.stderr)
+        return 1
+    result = _demo.main(list(args.rest))
+    return int(result or 0)
+
+
+def find_bench_script() -> Path | None:
+    """``benchmarks/run.py`` of the source checkout this package runs from, if there is one."""
+    here = Path(__file__).resolve().parent          # .../src/multitask
+    for root in (here.parent.parent, here.parent):  # src layout, then flat layout
+        script = root / "benchmarks" / "run.py"
+        if script.is_file():
+            return script
+    return None
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    script = find_bench_script()
+    if script is None:
+        print("multitask bench: the benchmarks are not installed with the package; run it from "
+              "a source checkout (git clone, then `make bench`).", file=sys.stderr)
+        return 1
+    return subprocess.call([sys.executable, str(script), *args.rest], cwd=script.parent.parent)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="multitask", description="Watch multitask programs, run the demo or the benchmarks.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    ps = sub.add_parser("ps", help="list running multitask programs, pools and workers",
+                        description="List running multitask programs of this user, their pools "
+                                    "and workers, with the OS state of each process.")
+    ps.add_argument("--json", action="store_true", help="print a JSON list, one object a process")
+    ps.add_argument("--tree", action="store_true", help="show the process tree (like pstree)")
+    ps.add_argument("--pid", type=int, help="only the program with this pid")
+    ps.set_defaults(func=cmd_ps)
+
+    top = sub.add_parser("top", help="live view of pools and workers (q quits)",
+                         description="Live view of running multitask programs; press q to quit. "
+                                     "With --pid, exits when that program ends.")
+    top.add_argument("--pid", type=int, help="watch only this program; exit when it ends")
+    top.add_argument("--interval", type=float, default=0.5, help="seconds between refreshes")
+    top.set_defaults(func=cmd_top)
+
+    demo = sub.add_parser("demo", help="run the guided demo")
+    demo.add_argument("rest", nargs=argparse.REMAINDER)
+    demo.set_defaults(func=cmd_demo)
+
+    bench = sub.add_parser("bench", help="run the benchmark suite (source checkout only)")
+    bench.add_argument("rest", nargs=argparse.REMAINDER)
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``multitask`` console script; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    if getattr(args, "interval", 1.0) <= 0:
+        parser.error("--interval must be positive")
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # `multitask ps | head`: the reader went away; say nothing more.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
