@@ -424,7 +424,7 @@ def shm_free_bytes() -> int:
 class Config:
     quick: bool = False
     repeat: int | None = None  # None: each workload's own default
-    timeout: float = 120.0  # per trial
+    timeout: float = 60.0  # per trial
     progress: Callable[[str], None] | None = None
 
     def reps(self, default: int) -> int:

@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, help="repeats per implementation (default: 5, "
                     "3 for P6/MATRIX/PAYLOAD; 1 with --quick)")
     ap.add_argument("--quick", action="store_true", help="small counts, 1 repeat: a smoke run")
-    ap.add_argument("--timeout", type=float, help="seconds per trial (default 120, quick 30)")
+    ap.add_argument("--timeout", type=float,
+                    help="seconds per trial (default 60, quick 30; 1 GiB payloads get 300)")
     ap.add_argument("--json", metavar="PATH", help="also write every sample to PATH as JSON")
     ap.add_argument("--markdown", action="store_true",
                     help="finish with a README-ready markdown block (machine, date, tables)")
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     selected = _parse_only(args.only)
-    timeout = args.timeout or (30.0 if args.quick else 120.0)
+    timeout = args.timeout or (30.0 if args.quick else 60.0)
 
     def progress(msg: str) -> None:
         sys.stderr.write(f"  .. {msg}\n")
