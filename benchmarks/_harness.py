@@ -443,3 +443,49 @@ class Config:
 
         rows = measure(impls, self.reps(default_repeat), self.timeout, prog)
         return finish(Table(table_id, title, metric, rows, notes=list(notes or [])))
+
+
+def summary_rows(tables: list[Table]) -> list[list[str]]:
+    """One line per row that has a bar: workload, row, value, ratio, bar, verdict."""
+    out = []
+    for table in tables:
+        for row in table.rows:
+            if not row.bar_text:
+                continue
+            if row.median is None:
+                value, ratio = f"n/a ({row.error})", ""
+            else:
+                value = f"{table.metric.fmt.format(table.metric.convert(row.median))} "
+                value += table.metric.name
+                ratio = f"{row.ratio:.2f}x" if row.ratio else ""
+            verdict = {True: "met", False: "NOT met", None: "not measured"}[row.bar_ok]
+            out.append([table.id, row.label, value, ratio, row.bar_text, verdict])
+    return out
+
+
+SUMMARY_HEADER = ["id", "row", "value", "ratio", "bar", "verdict"]
+
+
+def render_summary_text(tables: list[Table]) -> str:
+    rows = summary_rows(tables)
+    if not rows:
+        return ""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(SUMMARY_HEADER)]
+    lines = ["Bars (DESIGN.md section 4)"]
+    lines.append("  ".join(h.ljust(w) for h, w in zip(SUMMARY_HEADER, widths, strict=True)))
+    lines.append("  ".join("-" * w for w in widths))
+    for r in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return "\n".join(lines)
+
+
+def render_summary_markdown(tables: list[Table]) -> str:
+    rows = summary_rows(tables)
+    if not rows:
+        return ""
+    lines = ["### Bars (DESIGN.md section 4)", ""]
+    lines.append("| " + " | ".join(SUMMARY_HEADER) + " |")
+    lines.append("|" + "|".join("---" for _ in SUMMARY_HEADER) + "|")
+    for r in rows:
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |")
+    return "\n".join(lines)

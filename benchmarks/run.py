@@ -33,7 +33,15 @@ if str(HERE) not in sys.path:
 import bench_payload  # noqa: E402
 import bench_pool  # noqa: E402
 import bench_queue  # noqa: E402
-from _harness import Config, Table, machine_info, render_markdown, render_text  # noqa: E402
+from _harness import (  # noqa: E402
+    Config,
+    Table,
+    machine_info,
+    render_markdown,
+    render_summary_markdown,
+    render_summary_text,
+    render_text,
+)
 
 WORKLOADS: dict[str, Callable[[Config], list[Table]]] = {
     "P1": bench_pool.p1,
@@ -125,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
             print(flush=True)
         progress(f"{name} done in {time.perf_counter() - t0:.1f}s")
     total = time.perf_counter() - started
+    summary = render_summary_text(tables)
+    if summary:
+        print(summary)
+        print()
     print(f"total: {total:.0f} s for {', '.join(selected)}")
 
     if args.markdown:
@@ -141,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
         print("- each cell: median of round-robin repeats; ratio = stdlib median / row median "
               "(> 1 is faster); spread = ± half the min-max range")
         print()
+        summary_md = render_summary_markdown(tables)
+        if summary_md:
+            print(summary_md)
+            print()
         for table in tables:
             print(render_markdown(table))
             print()
