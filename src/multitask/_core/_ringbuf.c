@@ -1,4 +1,1288 @@
-/* Placeholder so the package builds while the transport is being written. */
+/*
+ * _ringbuf: a multi-producer multi-consumer ring of byte messages in shared memory.
+ *
+ * This is the C half of multitask._core._ring (read that module's docstring for the data flow).
+ * The Python class ``Ring`` subclasses ``RingBase`` defined here, so put/get are called without
+ * an intermediate Python frame.
+ *
+ * Layout of the mapping (one memfd, shared by every process that uses the ring):
+ *
+ *     [ header: RB_HDR_SIZE bytes ][ data: capacity bytes, used as a circular buffer ]
+ *
+ * Every record in the data area is  [u32 length][u32 flags][payload, padded to 8 bytes].
+ * Records may wrap around the end of the data area (the payload is then copied in two parts);
+ * the 8-byte header never wraps because capacity and every record size are multiples of 8.
+ *
+ * Positions (head, tail) are monotonically increasing byte counters; the offset in the data area is
+ * position % capacity.  used = tail - head.
+ *
+ * Crash safety ("no wedging, no torn messages"):
+ *   - the header holds a process-shared *robust* pthread mutex.  If its owner dies, the next locker
+ *     gets EOWNERDEAD, replays the journal (below) and marks the mutex consistent.
+ *   - a put copies the record into free space first (invisible to readers), then commits.  A get
+ *     copies the record out first, then commits.  A commit changes several words (tail+nwritten
+ *     [+unfinished], or head+nread), so it is journalled: the new values are written to j_*, then
+ *     `jop` is set with a release store (the single store that makes the commit durable), then the
+ *     real fields are updated and `jop` is cleared.  Recovery redoes a journalled commit; a process
+ *     that died before setting `jop` left nothing visible.
+ *   - wake-ups use raw futex(2) (non-private, the words live in shared memory) on sequence words,
+ *     with waiter counts so a put/get issues FUTEX_WAKE only when someone waits.  A waiter killed
+ *     while sleeping leaves its count incremented: harmless, it only costs later puts/gets a wake
+ *     syscall that wakes nobody.
+ *   - nothing is ever waited for while holding the mutex, so a dead or stopped waiter cannot
+ *     block anyone.
+ */
+#define _GNU_SOURCE
+#define PY_SSIZE_T_CLEAN
 #include <Python.h>
-static struct PyModuleDef mod = {PyModuleDef_HEAD_INIT, "_ringbuf", NULL, -1, NULL};
-PyMODINIT_FUNC PyInit__ringbuf(void) { return PyModule_Create(&mod); }
+#include <structmember.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define RB_MAGIC 0x31304e4752544d4dULL /* "MMTRGN01" */
+#define RB_HDR_SIZE 4096
+#define RB_MAX_PIDS 128
+#define REC_HDR 8
+#define FLAG_SPILL 1u
+#define ALIGN8(n) (((uint64_t)(n) + 7u) & ~(uint64_t)7u)
+#define PUNCH_CHUNK (2u << 20)
+#define PUNCH_MIN_CAPACITY (16u << 20)
+
+enum { JOP_NONE = 0, JOP_PUT = 1, JOP_GET = 2 };
+
+typedef struct {
+    int32_t pid;
+    int32_t count;
+} rb_pidslot;
+
+typedef struct {
+    uint64_t magic;
+    uint64_t capacity;
+    uint64_t maxitems;
+    uint32_t joinable;
+    uint32_t pid_overflow;    /* more attached processes than slots: never treat anyone as last */
+    char token[16];
+    pthread_mutex_t mutex;
+    /* committed state, protected by mutex */
+    uint64_t head;
+    uint64_t tail;
+    uint64_t nwritten;
+    uint64_t nread;
+    int64_t unfinished;       /* JoinableQueue: puts not yet matched by task_done */
+    /* journal (see top comment) */
+    uint32_t jop;
+    uint32_t _pad0;
+    uint64_t j_pos;
+    uint64_t j_count;
+    int64_t j_unfinished;
+    /* attach bookkeeping, protected by mutex */
+    uint32_t pending_attach;  /* pickled/forked but not yet attached */
+    uint32_t _pad1;
+    rb_pidslot pids[RB_MAX_PIDS];
+    /* futex words on their own cache line: touched without the mutex */
+    uint32_t _align[16] __attribute__((aligned(64)));
+    uint32_t ne_seq, ne_waiters;      /* "not empty" */
+    uint32_t nf_seq, nf_waiters;      /* "not full" */
+    uint32_t join_seq, join_waiters;  /* unfinished reached zero */
+} rb_header;
+
+_Static_assert(sizeof(rb_header) <= RB_HDR_SIZE, "header too large");
+
+typedef struct {
+    PyObject_HEAD
+    char *base;          /* the mapping, NULL when unmapped */
+    size_t maplen;
+    rb_header *hdr;
+    char *data;
+    uint64_t cap;
+    uint64_t spill_threshold;   /* payloads longer than this are spilled */
+    int closing;
+    int busy;            /* calls of this object currently running (threads) */
+    PyObject *weakreflist;
+    PyObject *dict;
+} RingObject;
+
+static PyObject *ClosedError = NULL;   /* set from Python: multitask._core._errors.ClosedError */
+
+/* ------------------------------------------------------------------ helpers */
+
+static inline long futex_wait(uint32_t *addr, uint32_t val, const struct timespec *rel)
+{
+    return syscall(SYS_futex, addr, FUTEX_WAIT, val, rel, NULL, 0);
+}
+
+static inline void futex_wake_all(uint32_t *addr)
+{
+    syscall(SYS_futex, addr, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
+
+static inline void wake_if_waiting(uint32_t *seq, uint32_t *waiters)
+{
+    if (__atomic_load_n(waiters, __ATOMIC_SEQ_CST) > 0) {
+        __atomic_add_fetch(seq, 1, __ATOMIC_SEQ_CST);
+        futex_wake_all(seq);
+    }
+}
+
+static inline int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* timeout object -> deadline in ns (-1 = forever, 0 = non-blocking).  Returns -2 on error. */
+static int64_t parse_deadline(PyObject *timeout, int *nonblock)
+{
+    *nonblock = 0;
+    if (timeout == NULL || timeout == Py_None)
+        return -1;
+    double t = PyFloat_AsDouble(timeout);
+    if (t == -1.0 && PyErr_Occurred())
+        return -2;
+    if (t != t) {
+        PyErr_SetString(PyExc_ValueError, "timeout must not be NaN");
+        return -2;
+    }
+    if (t < 0) {
+        PyErr_SetString(PyExc_ValueError, "timeout must be a non-negative number or None");
+        return -2;
+    }
+    if (t == 0) {
+        *nonblock = 1;
+        return 0;
+    }
+    if (t > 1e9)
+        return -1;
+    return now_ns() + (int64_t)(t * 1e9);
+}
+
+/* journal replay after EOWNERDEAD: redo a commit whose journal entry was made durable. */
+static void rb_recover(rb_header *h)
+{
+    uint32_t op = __atomic_load_n(&h->jop, __ATOMIC_ACQUIRE);
+    if (op == JOP_PUT) {
+        h->tail = h->j_pos;
+        h->nwritten = h->j_count;
+        h->unfinished = h->j_unfinished;
+    } else if (op == JOP_GET) {
+        h->head = h->j_pos;
+        h->nread = h->j_count;
+    }
+    __atomic_store_n(&h->jop, JOP_NONE, __ATOMIC_RELEASE);
+}
+
+static int check_open(RingObject *self)
+{
+    if (self->base == NULL || self->closing) {
+        PyErr_SetString(ClosedError ? ClosedError : PyExc_ValueError, "ring is closed");
+        return -1;
+    }
+    return 0;
+}
+
+/* Lock the ring.  GIL held on entry and exit; released only while blocking. */
+static int rb_lock(RingObject *self)
+{
+    rb_header *h = self->hdr;
+    int r = pthread_mutex_trylock(&h->mutex);
+    if (r == EBUSY) {
+        Py_BEGIN_ALLOW_THREADS
+        r = pthread_mutex_lock(&h->mutex);
+        Py_END_ALLOW_THREADS
+    }
+    if (r == EOWNERDEAD) {
+        /* the previous owner died inside a critical section: finish or drop its commit */
+        rb_recover(h);
+        pthread_mutex_consistent(&h->mutex);
+        r = 0;
+    }
+    if (r != 0) {
+        errno = r;
+        if (r == EDEADLK)
+            PyErr_SetString(PyExc_RuntimeError,
+                            "ring used re-entrantly from inside its own critical section");
+        else
+            PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    return 0;
+}
+
+static inline void rb_unlock(RingObject *self)
+{
+    pthread_mutex_unlock(&self->hdr->mutex);
+}
+
+/*
+ * Wait on a futex word.  Called with the mutex held; drops it, sleeps, and re-locks.
+ * Returns 0 (locked again, re-check the condition), 1 (timed out, still locked),
+ * or -1 (exception set, NOT locked).
+ */
+static int rb_wait(RingObject *self, uint32_t *seq, uint32_t *waiters, int64_t deadline)
+{
+    struct timespec ts, *pts = NULL;
+    if (deadline >= 0) {
+        int64_t rem = deadline - now_ns();
+        if (rem <= 0)
+            return 1;
+        ts.tv_sec = rem / 1000000000LL;
+        ts.tv_nsec = rem % 1000000000LL;
+        pts = &ts;
+    }
+    __atomic_add_fetch(waiters, 1, __ATOMIC_SEQ_CST);
+    uint32_t v = __atomic_load_n(seq, __ATOMIC_SEQ_CST);
+    rb_unlock(self);
+    long r;
+    int err;
+    Py_BEGIN_ALLOW_THREADS
+    r = futex_wait(seq, v, pts);
+    err = errno;
+    Py_END_ALLOW_THREADS
+    __atomic_sub_fetch(waiters, 1, __ATOMIC_SEQ_CST);
+    if (r == -1 && err == EINTR) {
+        /* run Python signal handlers: Ctrl-C in a blocked get() raises KeyboardInterrupt */
+        if (PyErr_CheckSignals() < 0)
+            return -1;
+    }
+    if (self->closing) {
+        PyErr_SetString(ClosedError ? ClosedError : PyExc_ValueError,
+                        "ring was closed while waiting");
+        return -1;
+    }
+    if (rb_lock(self) < 0)
+        return -1;
+    return 0;
+}
+
+static void rb_copy_in(RingObject *self, uint64_t pos, const char *src, uint64_t n)
+{
+    uint64_t off = pos % self->cap;
+    uint64_t first = self->cap - off;
+    if (first >= n) {
+        memcpy(self->data + off, src, n);
+    } else {
+        memcpy(self->data + off, src, first);
+        memcpy(self->data, src + first, n - first);
+    }
+}
+
+static void rb_copy_out(RingObject *self, uint64_t pos, char *dst, uint64_t n)
+{
+    uint64_t off = pos % self->cap;
+    uint64_t first = self->cap - off;
+    if (first >= n) {
+        memcpy(dst, self->data + off, n);
+    } else {
+        memcpy(dst, self->data + off, first);
+        memcpy(dst + first, self->data, n - first);
+    }
+}
+
+/* Write one record at `pos` if it fits given `pending` already-written-but-uncommitted bytes and
+ * `pending_items` records.  Returns the record size, or 0 if it does not fit. */
+static uint64_t rb_try_write(RingObject *self, uint64_t pos, uint64_t pending_items,
+                             const char *p, uint64_t n, uint32_t flags)
+{
+    rb_header *h = self->hdr;
+    uint64_t need = REC_HDR + ALIGN8(n);
+    if ((pos - h->head) + need > self->cap)
+        return 0;
+    if (h->maxitems && (h->nwritten + pending_items - h->nread) >= h->maxitems)
+        return 0;
+    uint32_t rh[2] = {(uint32_t)n, flags};
+    memcpy(self->data + (pos % self->cap), rh, REC_HDR);
+    if (n)
+        rb_copy_in(self, pos + REC_HDR, p, n);
+    return need;
+}
+
+static void rb_commit_put(rb_header *h, uint64_t new_tail, uint64_t k)
+{
+    h->j_pos = new_tail;
+    h->j_count = h->nwritten + k;
+    h->j_unfinished = h->unfinished + (h->joinable ? (int64_t)k : 0);
+    __atomic_store_n(&h->jop, JOP_PUT, __ATOMIC_RELEASE);  /* the commit point */
+    h->tail = h->j_pos;
+    h->nwritten = h->j_count;
+    h->unfinished = h->j_unfinished;
+    __atomic_store_n(&h->jop, JOP_NONE, __ATOMIC_RELEASE);
+}
+
+/* Return freed pages of big rings to the OS (an unbounded queue uses a large, sparse ring; without
+ * this every page would stay resident once the ring has wrapped). Called locked, after commit. */
+static void rb_punch(RingObject *self, uint64_t old_head, uint64_t new_head)
+{
+    rb_header *h = self->hdr;
+    if (self->cap < PUNCH_MIN_CAPACITY)
+        return;
+    uint64_t c0 = old_head / PUNCH_CHUNK, c1 = new_head / PUNCH_CHUNK;
+    if (c1 == c0)
+        return;
+    uint64_t lo = c0 * PUNCH_CHUNK, hi = c1 * PUNCH_CHUNK;
+    /* positions below tail - cap were already overwritten by the producers' next lap */
+    if (h->tail > self->cap && lo < h->tail - self->cap)
+        lo = h->tail - self->cap;
+    lo = (lo + 4095) & ~(uint64_t)4095;
+    if (hi <= lo)
+        return;
+    while (lo < hi) {
+        uint64_t off = lo % self->cap;
+        uint64_t len = hi - lo;
+        if (off + len > self->cap)
+            len = self->cap - off;
+        madvise(self->data + off, len, MADV_REMOVE);
+        lo += len;
+    }
+}
+
+static void rb_commit_get(RingObject *self, uint64_t new_head, uint64_t k)
+{
+    rb_header *h = self->hdr;
+    uint64_t old_head = h->head;
+    h->j_pos = new_head;
+    h->j_count = h->nread + k;
+    __atomic_store_n(&h->jop, JOP_GET, __ATOMIC_RELEASE);  /* the commit point */
+    h->head = h->j_pos;
+    h->nread = h->j_count;
+    __atomic_store_n(&h->jop, JOP_NONE, __ATOMIC_RELEASE);
+    rb_punch(self, old_head, new_head);
+}
+
+static inline int bytes_view(PyObject *o, Py_buffer *view, const char **p, Py_ssize_t *n)
+{
+    if (PyBytes_CheckExact(o)) {
+        *p = PyBytes_AS_STRING(o);
+        *n = PyBytes_GET_SIZE(o);
+        view->obj = NULL;
+        return 0;
+    }
+    if (PyObject_GetBuffer(o, view, PyBUF_SIMPLE) < 0)
+        return -1;
+    *p = view->buf;
+    *n = view->len;
+    return 0;
+}
+
+/* busy accounting so that close() from one thread never unmaps under another */
+static void rb_do_unmap(RingObject *self)
+{
+    if (self->base) {
+        munmap(self->base, self->maplen);
+        self->base = NULL;
+        self->hdr = NULL;
+        self->data = NULL;
+    }
+}
+
+static inline int enter(RingObject *self)
+{
+    if (check_open(self) < 0)
+        return -1;
+    self->busy++;
+    return 0;
+}
+
+static inline void leave(RingObject *self)
+{
+    self->busy--;
+    if (self->closing && self->busy == 0)
+        rb_do_unmap(self);
+}
+
+/* ------------------------------------------------------------------ put */
+
+static PyObject *spill_out(RingObject *self, PyObject *data)
+{
+    PyObject *ref = PyObject_CallMethod((PyObject *)self, "_spill_out", "O", data);
+    if (ref && !PyBytes_CheckExact(ref)) {
+        Py_DECREF(ref);
+        PyErr_SetString(PyExc_TypeError, "_spill_out must return bytes");
+        return NULL;
+    }
+    return ref;
+}
+
+static void spill_abort(RingObject *self, PyObject *ref)
+{
+    PyObject *exc_type, *exc_value, *exc_tb;
+    PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
+    PyObject *r = PyObject_CallMethod((PyObject *)self, "_spill_abort", "O", ref);
+    if (r == NULL)
+        PyErr_WriteUnraisable((PyObject *)self);
+    Py_XDECREF(r);
+    PyErr_Restore(exc_type, exc_value, exc_tb);
+}
+
+static PyObject *put_impl(RingObject *self, PyObject *data, PyObject *timeout)
+{
+    int nonblock;
+    int64_t deadline = parse_deadline(timeout, &nonblock);
+    if (deadline == -2)
+        return NULL;
+    Py_buffer view;
+    const char *p;
+    Py_ssize_t n;
+    if (bytes_view(data, &view, &p, &n) < 0)
+        return NULL;
+    PyObject *ref = NULL;
+    uint32_t flags = 0;
+    if ((uint64_t)n > self->spill_threshold) {
+        if (view.obj)
+            PyBuffer_Release(&view);
+        view.obj = NULL;
+        ref = spill_out(self, data);
+        if (ref == NULL)
+            return NULL;
+        p = PyBytes_AS_STRING(ref);
+        n = PyBytes_GET_SIZE(ref);
+        flags = FLAG_SPILL;
+    }
+    rb_header *h = self->hdr;
+    int ok = 0;
+    if (rb_lock(self) < 0)
+        goto fail;
+    for (;;) {
+        uint64_t sz = rb_try_write(self, h->tail, 0, p, (uint64_t)n, flags);
+        if (sz) {
+            rb_commit_put(h, h->tail + sz, 1);
+            ok = 1;
+            break;
+        }
+        if (nonblock)
+            break;
+        int w = rb_wait(self, &h->nf_seq, &h->nf_waiters, deadline);
+        if (w < 0)
+            goto fail;
+        if (w == 1)
+            break;
+    }
+    rb_unlock(self);
+    if (view.obj)
+        PyBuffer_Release(&view);
+    if (ok) {
+        wake_if_waiting(&h->ne_seq, &h->ne_waiters);
+    } else if (ref) {
+        spill_abort(self, ref);
+    }
+    Py_XDECREF(ref);
+    return PyBool_FromLong(ok);
+fail:
+    if (view.obj)
+        PyBuffer_Release(&view);
+    if (ref)
+        spill_abort(self, ref);
+    Py_XDECREF(ref);
+    return NULL;
+}
+
+static PyObject *Ring_put(RingObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"data", "timeout", NULL};
+    PyObject *data, *timeout = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O:put", kwlist, &data, &timeout))
+        return NULL;
+    if (enter(self) < 0)
+        return NULL;
+    PyObject *r = put_impl(self, data, timeout);
+    leave(self);
+    return r;
+}
+
+static PyObject *put_many_impl(RingObject *self, PyObject *items, PyObject *timeout)
+{
+    int nonblock;
+    int64_t deadline = parse_deadline(timeout, &nonblock);
+    if (deadline == -2)
+        return NULL;
+    PyObject *seq = PySequence_Fast(items, "put_many() expects a sequence of bytes-like objects");
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t total = PySequence_Fast_GET_SIZE(seq);
+    PyObject **src = PySequence_Fast_ITEMS(seq);
+    PyObject *work = NULL;      /* a copy of the items with large ones replaced by spill refs */
+    unsigned char *spilled = NULL;
+    Py_ssize_t i;
+    /* pre-pass: spill the large items before taking the lock */
+    for (i = 0; i < total; i++) {
+        PyObject *o = src[i];
+        Py_ssize_t n;
+        if (PyBytes_CheckExact(o)) {
+            n = PyBytes_GET_SIZE(o);
+        } else {
+            Py_buffer v;
+            if (PyObject_GetBuffer(o, &v, PyBUF_SIMPLE) < 0)
+                goto fail;
+            n = v.len;
+            PyBuffer_Release(&v);
+        }
+        if ((uint64_t)n > self->spill_threshold) {
+            if (work == NULL) {
+                work = PyList_GetSlice(seq, 0, total);
+                spilled = PyMem_Calloc((size_t)total, 1);
+                if (work == NULL || spilled == NULL) {
+                    PyErr_NoMemory();
+                    goto fail;
+                }
+            }
+            PyObject *ref = spill_out(self, o);
+            if (ref == NULL)
+                goto fail;
+            PyList_SET_ITEM(work, i, ref);  /* steals ref */
+            Py_DECREF(o);                   /* the slice's reference */
+            spilled[i] = 1;
+        }
+    }
+    PyObject **it = work ? PySequence_Fast_ITEMS(work) : src;
+    rb_header *h = self->hdr;
+    Py_ssize_t done = 0;
+    if (rb_lock(self) < 0)
+        goto fail;
+    while (done < total) {
+        uint64_t pos = h->tail;
+        uint64_t k = 0;
+        while (done < total) {
+            Py_buffer v;
+            const char *p;
+            Py_ssize_t n;
+            if (bytes_view(it[done], &v, &p, &n) < 0) {
+                if (k)
+                    rb_commit_put(h, pos, k);
+                rb_unlock(self);
+                wake_if_waiting(&h->ne_seq, &h->ne_waiters);
+                goto fail_spills;
+            }
+            uint64_t sz = rb_try_write(self, pos, k, p, (uint64_t)n,
+                                       (spilled && spilled[done]) ? FLAG_SPILL : 0);
+            if (v.obj)
+                PyBuffer_Release(&v);
+            if (!sz)
+                break;
+            pos += sz;
+            k++;
+            done++;
+        }
+        if (k) {
+            /* one commit for the whole batch: all of it becomes visible at once */
+            rb_commit_put(h, pos, k);
+            if (done < total) {
+                /* let consumers drain before we wait for space */
+                rb_unlock(self);
+                wake_if_waiting(&h->ne_seq, &h->ne_waiters);
+                if (rb_lock(self) < 0)
+                    goto fail_spills;
+                continue;
+            }
+            break;
+        }
+        if (nonblock)
+            break;
+        int w = rb_wait(self, &h->nf_seq, &h->nf_waiters, deadline);
+        if (w < 0)
+            goto fail_spills;
+        if (w == 1)
+            break;
+    }
+    rb_unlock(self);
+    wake_if_waiting(&h->ne_seq, &h->ne_waiters);
+    if (spilled) {
+        for (i = done; i < total; i++)
+            if (spilled[i])
+                spill_abort(self, it[i]);
+    }
+    PyMem_Free(spilled);
+    Py_XDECREF(work);
+    Py_DECREF(seq);
+    return PyLong_FromSsize_t(done);
+fail_spills:
+    /* the error came while waiting: items [done:] were not put */
+    if (spilled) {
+        for (i = done; i < total; i++)
+            if (spilled[i])
+                spill_abort(self, it[i]);
+        PyMem_Free(spilled);
+        spilled = NULL;
+    }
+fail:
+    if (spilled) {
+        PyObject **w = PySequence_Fast_ITEMS(work);
+        for (i = 0; i < total; i++)
+            if (spilled[i])
+                spill_abort(self, w[i]);
+    }
+    PyMem_Free(spilled);
+    Py_XDECREF(work);
+    Py_DECREF(seq);
+    return NULL;
+}
+
+static PyObject *Ring_put_many(RingObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"items", "timeout", NULL};
+    PyObject *items, *timeout = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O:put_many", kwlist, &items, &timeout))
+        return NULL;
+    if (enter(self) < 0)
+        return NULL;
+    PyObject *r = put_many_impl(self, items, timeout);
+    leave(self);
+    return r;
+}
+
+/* ------------------------------------------------------------------ get */
+
+/*
+ * Take up to `max` records into `out` (a list).  Spill references are noted in *spills (indices
+ * into out, PyMem-allocated).  Returns number taken, or -1 on error (nothing committed).
+ */
+static Py_ssize_t rb_take(RingObject *self, PyObject *out, Py_ssize_t max,
+                          Py_ssize_t **spills, Py_ssize_t *nspills)
+{
+    rb_header *h = self->hdr;
+    uint64_t avail = h->nwritten - h->nread;
+    uint64_t pos = h->head;
+    Py_ssize_t k = 0;
+    Py_ssize_t base = PyList_GET_SIZE(out);
+    while ((uint64_t)k < avail && k < max) {
+        uint32_t rh[2];
+        memcpy(rh, self->data + (pos % self->cap), REC_HDR);
+        PyObject *b = PyBytes_FromStringAndSize(NULL, rh[0]);
+        if (b == NULL)
+            goto error;
+        if (rh[0])
+            rb_copy_out(self, pos + REC_HDR, PyBytes_AS_STRING(b), rh[0]);
+        if (PyList_Append(out, b) < 0) {
+            Py_DECREF(b);
+            goto error;
+        }
+        Py_DECREF(b);
+        if (rh[1] & FLAG_SPILL) {
+            Py_ssize_t *s = PyMem_Realloc(*spills, sizeof(Py_ssize_t) * (size_t)(*nspills + 1));
+            if (s == NULL) {
+                PyErr_NoMemory();
+                goto error;
+            }
+            *spills = s;
+            s[(*nspills)++] = base + k;
+        }
+        pos += REC_HDR + ALIGN8(rh[0]);
+        k++;
+    }
+    if (k)
+        rb_commit_get(self, pos, (uint64_t)k);
+    return k;
+error:
+    PyList_SetSlice(out, base, PyList_GET_SIZE(out), NULL);
+    return -1;
+}
+
+/* After unlock: replace spill references by their data (mapped and unlinked by _spill_in). */
+static int resolve_spills(RingObject *self, PyObject *out, Py_ssize_t *spills, Py_ssize_t nspills)
+{
+    int rc = 0;
+    for (Py_ssize_t i = 0; i < nspills; i++) {
+        PyObject *ref = PyList_GET_ITEM(out, spills[i]);
+        PyObject *val = PyObject_CallMethod((PyObject *)self, "_spill_in", "O", ref);
+        if (val == NULL) {
+            /* keep going so every other spilled segment is still released */
+            if (rc == 0) {
+                rc = -1;
+                continue;
+            }
+            PyErr_WriteUnraisable((PyObject *)self);
+            continue;
+        }
+        PyList_SetItem(out, spills[i], val);
+    }
+    return rc;
+}
+
+static PyObject *get_many_impl(RingObject *self, Py_ssize_t max, PyObject *timeout, int single)
+{
+    int nonblock;
+    int64_t deadline = parse_deadline(timeout, &nonblock);
+    if (deadline == -2)
+        return NULL;
+    /* allocated before locking: creating GC-tracked objects may run the GC (and finalizers) */
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    Py_ssize_t *spills = NULL, nspills = 0;
+    rb_header *h = self->hdr;
+    Py_ssize_t k;
+    if (rb_lock(self) < 0)
+        goto fail;
+    for (;;) {
+        k = rb_take(self, out, max, &spills, &nspills);
+        if (k < 0) {
+            rb_unlock(self);
+            goto fail;
+        }
+        if (k > 0 || nonblock)
+            break;
+        int w = rb_wait(self, &h->ne_seq, &h->ne_waiters, deadline);
+        if (w < 0)
+            goto fail;
+        if (w == 1)
+            break;
+    }
+    rb_unlock(self);
+    if (k > 0)
+        wake_if_waiting(&h->nf_seq, &h->nf_waiters);
+    if (nspills) {
+        int rc = resolve_spills(self, out, spills, nspills);
+        PyMem_Free(spills);
+        spills = NULL;
+        if (rc < 0)
+            goto fail;
+    }
+    if (single) {
+        PyObject *r = k > 0 ? PyList_GET_ITEM(out, 0) : Py_None;
+        Py_INCREF(r);
+        Py_DECREF(out);
+        return r;
+    }
+    return out;
+fail:
+    PyMem_Free(spills);
+    Py_DECREF(out);
+    return NULL;
+}
+
+static PyObject *Ring_get(RingObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"timeout", NULL};
+    PyObject *timeout = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:get", kwlist, &timeout))
+        return NULL;
+    if (enter(self) < 0)
+        return NULL;
+    PyObject *r = get_many_impl(self, 1, timeout, 1);
+    leave(self);
+    return r;
+}
+
+static PyObject *Ring_get_many(RingObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"max_items", "timeout", NULL};
+    Py_ssize_t max;
+    PyObject *timeout = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "n|O:get_many", kwlist, &max, &timeout))
+        return NULL;
+    if (max < 1) {
+        PyErr_SetString(PyExc_ValueError, "max_items must be >= 1");
+        return NULL;
+    }
+    if (enter(self) < 0)
+        return NULL;
+    PyObject *r = get_many_impl(self, max, timeout, 0);
+    leave(self);
+    return r;
+}
+
+/* Remove every pending record without resolving spills: [(flags, bytes), ...].  Used by the last
+ * closer to release what nobody will read. */
+static PyObject *Ring_drain_raw(RingObject *self, PyObject *unused)
+{
+    if (enter(self) < 0)
+        return NULL;
+    PyObject *out = PyList_New(0);
+    PyObject *res = NULL;
+    if (out == NULL)
+        goto done;
+    if (rb_lock(self) < 0)
+        goto done;
+    rb_header *h = self->hdr;
+    uint64_t pos = h->head;
+    uint64_t avail = h->nwritten - h->nread;
+    for (uint64_t i = 0; i < avail; i++) {
+        uint32_t rh[2];
+        memcpy(rh, self->data + (pos % self->cap), REC_HDR);
+        PyObject *b = PyBytes_FromStringAndSize(NULL, rh[0]);
+        if (b == NULL) {
+            rb_unlock(self);
+            goto done;
+        }
+        if (rh[0])
+            rb_copy_out(self, pos + REC_HDR, PyBytes_AS_STRING(b), rh[0]);
+        PyObject *t = Py_BuildValue("(IN)", rh[1], b);
+        if (t == NULL || PyList_Append(out, t) < 0) {
+            Py_XDECREF(t);
+            rb_unlock(self);
+            goto done;
+        }
+        Py_DECREF(t);
+        pos += REC_HDR + ALIGN8(rh[0]);
+    }
+    if (avail)
+        rb_commit_get(self, pos, avail);
+    rb_unlock(self);
+    wake_if_waiting(&h->nf_seq, &h->nf_waiters);
+    res = out;
+    out = NULL;
+done:
+    Py_XDECREF(out);
+    leave(self);
+    return res;
+}
+
+/* ------------------------------------------------------------------ counters, joinable */
+
+static PyObject *Ring_qsize(RingObject *self, PyObject *unused)
+{
+    if (enter(self) < 0)
+        return NULL;
+    PyObject *r = NULL;
+    if (rb_lock(self) == 0) {
+        uint64_t n = self->hdr->nwritten - self->hdr->nread;
+        rb_unlock(self);
+        r = PyLong_FromUnsignedLongLong(n);
+    }
+    leave(self);
+    return r;
+}
+
+static PyObject *Ring_task_done(RingObject *self, PyObject *unused)
+{
+    if (enter(self) < 0)
+        return NULL;
+    PyObject *r = NULL;
+    if (rb_lock(self) == 0) {
+        rb_header *h = self->hdr;
+        if (h->unfinished <= 0) {
+            rb_unlock(self);
+            PyErr_SetString(PyExc_ValueError, "task_done() called too many times");
+        } else {
+            /* a single store: no journal needed */
+            int64_t left = --h->unfinished;
+            rb_unlock(self);
+            if (left == 0)
+                wake_if_waiting(&h->join_seq, &h->join_waiters);
+            r = Py_NewRef(Py_None);
+        }
+    }
+    leave(self);
+    return r;
+}
+
+static PyObject *Ring_join_wait(RingObject *self, PyObject *args)
+{
+    PyObject *timeout = Py_None;
+    if (!PyArg_ParseTuple(args, "|O:_join_wait", &timeout))
+        return NULL;
+    int nonblock;
+    int64_t deadline = parse_deadline(timeout, &nonblock);
+    if (deadline == -2)
+        return NULL;
+    if (enter(self) < 0)
+        return NULL;
+    PyObject *r = NULL;
+    rb_header *h = self->hdr;
+    if (rb_lock(self) < 0)
+        goto out;
+    int done = 0;
+    for (;;) {
+        if (h->unfinished <= 0) {
+            done = 1;
+            break;
+        }
+        if (nonblock)
+            break;
+        int w = rb_wait(self, &h->join_seq, &h->join_waiters, deadline);
+        if (w < 0)
+            goto out;
+        if (w == 1)
+            break;
+    }
+    rb_unlock(self);
+    r = PyBool_FromLong(done);
+out:
+    leave(self);
+    return r;
+}
+
+static PyObject *Ring_unfinished(RingObject *self, void *closure)
+{
+    if (check_open(self) < 0)
+        return NULL;
+    return PyLong_FromLongLong(__atomic_load_n(&self->hdr->unfinished, __ATOMIC_ACQUIRE));
+}
+
+static PyObject *Ring_write_count(RingObject *self, void *closure)
+{
+    if (check_open(self) < 0)
+        return NULL;
+    return PyLong_FromUnsignedLongLong(__atomic_load_n(&self->hdr->nwritten, __ATOMIC_ACQUIRE));
+}
+
+static PyObject *Ring_read_count(RingObject *self, void *closure)
+{
+    if (check_open(self) < 0)
+        return NULL;
+    return PyLong_FromUnsignedLongLong(__atomic_load_n(&self->hdr->nread, __ATOMIC_ACQUIRE));
+}
+
+static PyObject *Ring_capacity(RingObject *self, void *closure)
+{
+    if (check_open(self) < 0)
+        return NULL;
+    return PyLong_FromUnsignedLongLong(self->cap);
+}
+
+static PyObject *Ring_maxitems(RingObject *self, void *closure)
+{
+    if (check_open(self) < 0)
+        return NULL;
+    return PyLong_FromUnsignedLongLong(self->hdr->maxitems);
+}
+
+static PyObject *Ring_token(RingObject *self, void *closure)
+{
+    if (check_open(self) < 0)
+        return NULL;
+    return PyUnicode_FromStringAndSize(self->hdr->token, strnlen(self->hdr->token, 16));
+}
+
+static PyObject *Ring_spill_threshold(RingObject *self, void *closure)
+{
+    return PyLong_FromUnsignedLongLong(self->spill_threshold);
+}
+
+static PyObject *Ring_closed(RingObject *self, void *closure)
+{
+    return PyBool_FromLong(self->base == NULL || self->closing);
+}
+
+/* ------------------------------------------------------------------ mapping, attach bookkeeping */
+
+static int init_header(rb_header *h, uint64_t cap, uint64_t maxitems, int joinable,
+                       const char *token, Py_ssize_t toklen)
+{
+    memset(h, 0, sizeof(*h));
+    pthread_mutexattr_t a;
+    if (pthread_mutexattr_init(&a))
+        return -1;
+    int r = pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+    if (!r)
+        r = pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+    if (!r)   /* error-checking: re-locking from a finalizer raises instead of deadlocking */
+        r = pthread_mutexattr_settype(&a, PTHREAD_MUTEX_ERRORCHECK);
+    if (!r)
+        r = pthread_mutex_init(&h->mutex, &a);
+    pthread_mutexattr_destroy(&a);
+    if (r) {
+        errno = r;
+        return -1;
+    }
+    h->capacity = cap;
+    h->maxitems = maxitems;
+    h->joinable = joinable ? 1 : 0;
+    memcpy(h->token, token, (size_t)(toklen < 16 ? toklen : 15));
+    __atomic_store_n(&h->magic, RB_MAGIC, __ATOMIC_RELEASE);
+    return 0;
+}
+
+static void set_threshold(RingObject *self)
+{
+    /* big messages go to their own segment: keeps the ring for many small ones */
+    self->spill_threshold = self->cap / 4 - REC_HDR;
+}
+
+/* _map(fd, create, capacity, maxitems, joinable, token) */
+static PyObject *Ring_map(RingObject *self, PyObject *args)
+{
+    int fd, create, joinable;
+    unsigned long long cap, maxitems;
+    const char *token;
+    Py_ssize_t toklen;
+    if (!PyArg_ParseTuple(args, "ipKKps#:_map", &fd, &create, &cap, &maxitems, &joinable,
+                          &token, &toklen))
+        return NULL;
+    if (self->base != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "ring already mapped");
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    if (!create) {
+        if ((size_t)st.st_size < RB_HDR_SIZE) {
+            PyErr_SetString(PyExc_ValueError, "not a multitask ring (too small)");
+            return NULL;
+        }
+        rb_header tmp;
+        if (pread(fd, &tmp, sizeof(tmp), 0) != (ssize_t)sizeof(tmp))
+            return PyErr_SetFromErrno(PyExc_OSError);
+        if (tmp.magic != RB_MAGIC || strncmp(tmp.token, token, 16) != 0) {
+            PyErr_SetString(PyExc_ValueError, "not the expected multitask ring (bad magic/token)");
+            return NULL;
+        }
+        cap = tmp.capacity;
+    }
+    size_t len = RB_HDR_SIZE + (size_t)cap;
+    if ((size_t)st.st_size < len) {
+        PyErr_SetString(PyExc_ValueError, "ring file is smaller than its capacity");
+        return NULL;
+    }
+    void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (m == MAP_FAILED)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    rb_header *h = (rb_header *)m;
+    if (create && init_header(h, cap, maxitems, joinable, token, toklen) < 0) {
+        munmap(m, len);
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    self->base = m;
+    self->maplen = len;
+    self->hdr = h;
+    self->data = (char *)m + RB_HDR_SIZE;
+    self->cap = cap;
+    self->closing = 0;
+    set_threshold(self);
+    Py_RETURN_NONE;
+}
+
+static int pid_alive(pid_t pid)
+{
+    return kill(pid, 0) == 0 || errno == EPERM;
+}
+
+/* _attach(pending_delta): count this process as a user (and adjust the pending-attach count). */
+static PyObject *Ring_attach(RingObject *self, PyObject *args)
+{
+    int pending_delta;
+    if (!PyArg_ParseTuple(args, "i:_attach", &pending_delta))
+        return NULL;
+    if (enter(self) < 0)
+        return NULL;
+    PyObject *r = NULL;
+    if (rb_lock(self) == 0) {
+        rb_header *h = self->hdr;
+        pid_t me = getpid();
+        int slot = -1, free_slot = -1;
+        for (int i = 0; i < RB_MAX_PIDS; i++) {
+            if (h->pids[i].pid == me) {
+                slot = i;
+                break;
+            }
+            if (free_slot < 0 && (h->pids[i].pid == 0 || !pid_alive(h->pids[i].pid)))
+                free_slot = i;
+        }
+        if (slot < 0 && free_slot >= 0) {
+            slot = free_slot;
+            h->pids[slot].pid = me;
+            h->pids[slot].count = 0;
+        }
+        if (slot >= 0)
+            h->pids[slot].count++;
+        else
+            h->pid_overflow = 1;
+        if (pending_delta < 0 && h->pending_attach > 0)
+            h->pending_attach--;
+        rb_unlock(self);
+        r = Py_NewRef(Py_None);
+    }
+    leave(self);
+    return r;
+}
+
+/* _pending(delta): someone pickled (+1) or forked with this ring; the receiver attaches (-1). */
+static PyObject *Ring_pending(RingObject *self, PyObject *args)
+{
+    int delta;
+    if (!PyArg_ParseTuple(args, "i:_pending", &delta))
+        return NULL;
+    if (enter(self) < 0)
+        return NULL;
+    PyObject *r = NULL;
+    if (rb_lock(self) == 0) {
+        rb_header *h = self->hdr;
+        if (delta > 0)
+            h->pending_attach += (uint32_t)delta;
+        else if (h->pending_attach >= (uint32_t)(-delta))
+            h->pending_attach -= (uint32_t)(-delta);
+        rb_unlock(self);
+        r = Py_NewRef(Py_None);
+    }
+    leave(self);
+    return r;
+}
+
+/* _detach() -> bool: stop counting this process; True if no other live process may use the ring
+ * (so the caller should release what is left in it). */
+static PyObject *Ring_detach(RingObject *self, PyObject *unused)
+{
+    if (enter(self) < 0)
+        return NULL;
+    PyObject *r = NULL;
+    if (rb_lock(self) == 0) {
+        rb_header *h = self->hdr;
+        pid_t me = getpid();
+        int others = 0;
+        for (int i = 0; i < RB_MAX_PIDS; i++) {
+            pid_t p = h->pids[i].pid;
+            if (p == 0)
+                continue;
+            if (p == me) {
+                if (--h->pids[i].count <= 0)
+                    h->pids[i].pid = 0;
+                else
+                    others = 1;   /* another Ring object in this process still uses it */
+            } else if (pid_alive(p)) {
+                others = 1;
+            } else {
+                h->pids[i].pid = 0;
+            }
+        }
+        int last = !others && !h->pid_overflow && h->pending_attach == 0;
+        rb_unlock(self);
+        r = PyBool_FromLong(last);
+    }
+    leave(self);
+    return r;
+}
+
+/* _unmap(): unmap now, or as soon as the calls running in other threads return. */
+static PyObject *Ring_unmap(RingObject *self, PyObject *unused)
+{
+    if (self->base == NULL)
+        Py_RETURN_NONE;
+    if (self->busy > 0) {
+        /* wake our own waiters so they notice; other processes just re-check and sleep again */
+        rb_header *h = self->hdr;
+        self->closing = 1;
+        __atomic_add_fetch(&h->ne_seq, 1, __ATOMIC_SEQ_CST);
+        __atomic_add_fetch(&h->nf_seq, 1, __ATOMIC_SEQ_CST);
+        __atomic_add_fetch(&h->join_seq, 1, __ATOMIC_SEQ_CST);
+        futex_wake_all(&h->ne_seq);
+        futex_wake_all(&h->nf_seq);
+        futex_wake_all(&h->join_seq);
+    } else {
+        self->closing = 1;
+        rb_do_unmap(self);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *mod_set_closed_error(PyObject *mod, PyObject *cls)
+{
+    Py_XSETREF(ClosedError, Py_NewRef(cls));
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------------ type */
+
+static int Ring_traverse(RingObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->dict);
+    Py_VISIT(Py_TYPE(self));
+    return 0;
+}
+
+static int Ring_clear(RingObject *self)
+{
+    Py_CLEAR(self->dict);
+    return 0;
+}
+
+static void Ring_dealloc(RingObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    if (self->weakreflist)
+        PyObject_ClearWeakRefs((PyObject *)self);
+    rb_do_unmap(self);
+    Ring_clear(self);
+    PyTypeObject *tp = Py_TYPE(self);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static PyMethodDef Ring_methods[] = {
+    {"put", (PyCFunction)(void (*)(void))Ring_put, METH_VARARGS | METH_KEYWORDS,
+     "put(data, timeout=None) -> bool"},
+    {"put_many", (PyCFunction)(void (*)(void))Ring_put_many, METH_VARARGS | METH_KEYWORDS,
+     "put_many(items, timeout=None) -> int"},
+    {"get", (PyCFunction)(void (*)(void))Ring_get, METH_VARARGS | METH_KEYWORDS,
+     "get(timeout=None) -> bytes | memoryview | None"},
+    {"get_many", (PyCFunction)(void (*)(void))Ring_get_many, METH_VARARGS | METH_KEYWORDS,
+     "get_many(max_items, timeout=None) -> list"},
+    {"qsize", (PyCFunction)Ring_qsize, METH_NOARGS, "exact number of messages in the ring"},
+    {"_task_done", (PyCFunction)Ring_task_done, METH_NOARGS, NULL},
+    {"_join_wait", (PyCFunction)Ring_join_wait, METH_VARARGS, NULL},
+    {"_drain_raw", (PyCFunction)Ring_drain_raw, METH_NOARGS, NULL},
+    {"_map", (PyCFunction)Ring_map, METH_VARARGS, NULL},
+    {"_attach", (PyCFunction)Ring_attach, METH_VARARGS, NULL},
+    {"_pending", (PyCFunction)Ring_pending, METH_VARARGS, NULL},
+    {"_detach", (PyCFunction)Ring_detach, METH_NOARGS, NULL},
+    {"_unmap", (PyCFunction)Ring_unmap, METH_NOARGS, NULL},
+    {NULL}};
+
+static PyGetSetDef Ring_getset[] = {
+    {"write_count", (getter)Ring_write_count, NULL, "messages ever committed by put", NULL},
+    {"read_count", (getter)Ring_read_count, NULL, "messages ever removed by get", NULL},
+    {"capacity", (getter)Ring_capacity, NULL, "data capacity in bytes", NULL},
+    {"maxitems", (getter)Ring_maxitems, NULL, "max message count (0 = unbounded)", NULL},
+    {"token", (getter)Ring_token, NULL, "random id of this ring", NULL},
+    {"spill_threshold", (getter)Ring_spill_threshold, NULL, "larger payloads are spilled", NULL},
+    {"closed", (getter)Ring_closed, NULL, "True after close()", NULL},
+    {"_unfinished", (getter)Ring_unfinished, NULL, NULL, NULL},
+    {NULL}};
+
+static PyMemberDef Ring_members[] = {
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(RingObject, weakreflist), READONLY},
+    {"__dictoffset__", T_PYSSIZET, offsetof(RingObject, dict), READONLY},
+    {NULL}};
+
+static PyType_Slot Ring_slots[] = {
+    {Py_tp_dealloc, Ring_dealloc},
+    {Py_tp_traverse, Ring_traverse},
+    {Py_tp_clear, Ring_clear},
+    {Py_tp_methods, Ring_methods},
+    {Py_tp_getset, Ring_getset},
+    {Py_tp_members, Ring_members},
+    {Py_tp_doc, "C base of multitask._core._ring.Ring (use Ring, not this)."},
+    {0, NULL}};
+
+static PyType_Spec Ring_spec = {
+    .name = "multitask._core._ringbuf.RingBase",
+    .basicsize = sizeof(RingObject),
+    .itemsize = 0,
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .slots = Ring_slots,
+};
+
+static PyMethodDef mod_methods[] = {
+    {"_set_closed_error", mod_set_closed_error, METH_O, NULL},
+    {NULL}};
+
+static struct PyModuleDef moddef = {
+    PyModuleDef_HEAD_INIT, "_ringbuf",
+    "Shared-memory MPMC ring buffer (C half of multitask._core._ring).", -1, mod_methods};
+
+PyMODINIT_FUNC PyInit__ringbuf(void)
+{
+    PyObject *m = PyModule_Create(&moddef);
+    if (m == NULL)
+        return NULL;
+    PyObject *t = PyType_FromSpec(&Ring_spec);
+    if (t == NULL || PyModule_AddObject(m, "RingBase", t) < 0) {
+        Py_XDECREF(t);
+        Py_DECREF(m);
+        return NULL;
+    }
+    PyModule_AddIntConstant(m, "HEADER_SIZE", RB_HDR_SIZE);
+    PyModule_AddIntConstant(m, "RECORD_HEADER", REC_HDR);
+    PyModule_AddIntConstant(m, "FLAG_SPILL", FLAG_SPILL);
+    return m;
+}

@@ -1,0 +1,397 @@
+"""The shared-memory ring buffer every multitask transport rides on.
+
+Data flow of one message::
+
+    put(data)                                   get()
+      |                                           ^
+      |-- len(data) <= spill_threshold --------   |-- record is inline: copy it out -> bytes
+      |   copy [len|flags|payload] into the       |   (one memcpy, under the ring's mutex)
+      |   ring's free space, then commit          |
+      |                                           |
+      '-- larger (> capacity/4) ---------------   '-- record is a spill reference:
+          write data to its own segment               map "/mt-<token>-<pid>-<n>", unlink it at
+          "/mt-<token>-<pid>-<n>" (registered          once, return a read-only memoryview of
+          with the resource tracker), put a           the mapping (no copy; the mapping lives
+          small reference record instead              as long as the memoryview)
+
+The ring itself lives in a **memfd** (``os.memfd_create``): it never appears in /dev/shm, and the
+kernel frees it when the last process holding it exits or closes it, crash or not.  Other
+processes get it by inheritance (fork), by fd passing while a child is being spawned
+(``multiprocessing.reduction.DupFd``), or, when a Ring is unpickled anywhere else (e.g. as a Pool
+task argument), by opening ``/proc/<pid>/fd/<fd>`` of the process that pickled it -- which must
+still be running and hold the ring open (otherwise unpickling raises :class:`RingAttachError`).
+There is no portable (non-memfd) fallback yet: this module is Linux only.
+
+Crash safety is in the C half (``_ringbuf.c``): a robust process-shared mutex, a journalled
+single-store commit (a process SIGKILLed at any instant never leaves a torn message visible and
+never wedges the others) and futex wake-ups issued only when someone waits.
+
+Spill segments are the only names in /dev/shm.  They are released by the consumer (unlinked right
+after mapping); a message that is never read is released by the last process to close the ring
+(``close()`` drains what is left and sweeps every ``mt-<token>-*`` name, which also covers
+segments of producers killed between creating a segment and committing its reference).  The
+stdlib resource tracker is the backstop for the rest (its cleanup runs when the whole process tree
+has exited).
+
+Unlike ``multiprocessing.Queue`` there is no feeder thread (gh-85927, gh-132634, gh-84376): a put
+has finished copying when it returns, so nothing is lost at exit and nothing needs joining.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import weakref
+from collections.abc import Sequence
+from typing import Any
+
+from multitask._core import _ringbuf
+from multitask._core._errors import ClosedError, MultitaskError
+
+__all__ = ["Ring", "RingAttachError", "create_segment", "open_segment", "unlink_segment"]
+
+_ringbuf._set_closed_error(ClosedError)
+
+HEADER_SIZE: int = _ringbuf.HEADER_SIZE
+FLAG_SPILL: int = _ringbuf.FLAG_SPILL
+_MIN_CAPACITY = 256
+
+try:  # pragma: no cover - the stdlib module is present on every POSIX CPython
+    import _posixshmem
+except ImportError:  # pragma: no cover
+    _posixshmem = None
+
+
+class RingAttachError(MultitaskError, OSError):
+    """An unpickled Ring could not be attached (its sender exited or closed it)."""
+
+
+# --------------------------------------------------------------------------- segments
+
+_seg_counter = itertools.count()
+_SHM_DIR = "/dev/shm"
+
+
+def _tracker_register(name: str) -> None:
+    # The stdlib resource tracker is shared by the whole process tree (its fd is inherited by
+    # fork and passed to spawn/forkserver children), so a segment registered by a producer and
+    # unregistered by a consumer elsewhere in the tree is cleaned exactly when it should be.
+    from multiprocessing import resource_tracker
+
+    resource_tracker.register(name, "shared_memory")
+
+
+def _tracker_unregister(name: str) -> None:
+    from multiprocessing import resource_tracker
+
+    resource_tracker.unregister(name, "shared_memory")
+
+
+def new_segment_name(prefix: str = "mt-s-") -> str:
+    """A fresh POSIX shm name ``/<prefix><pid>-<n>`` (``prefix`` must start with ``mt-``)."""
+    return f"/{prefix}{os.getpid()}-{next(_seg_counter)}"
+
+
+def create_segment(name: str, buffers: Sequence[Any], size: int | None = None,
+                   offsets: Sequence[int] | None = None) -> None:
+    """Create segment ``name`` holding ``buffers`` (at ``offsets``, default back to back).
+
+    The name is registered with the resource tracker before any data is written, so a process
+    killed half-way leaks nothing past the end of the process tree.  Raises OSError.
+    """
+    if _posixshmem is None:  # pragma: no cover
+        raise OSError("POSIX shared memory is not available")
+    views = [memoryview(b).cast("B") for b in buffers]
+    if offsets is None:
+        offs, pos = [], 0
+        for v in views:
+            offs.append(pos)
+            pos += v.nbytes
+        offsets = offs
+    if size is None:
+        size = max((o + v.nbytes for o, v in zip(offsets, views, strict=True)), default=0)
+    fd = _posixshmem.shm_open(name, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    try:
+        _tracker_register(name)
+        os.ftruncate(fd, max(size, 1))
+        for off, v in zip(offsets, views, strict=True):
+            done = 0
+            # pwrite into tmpfs avoids a page fault per 4 KiB that writing through mmap costs
+            while done < v.nbytes:
+                done += os.pwrite(fd, v[done:], off + done)
+    except BaseException:
+        os.close(fd)
+        unlink_segment(name)
+        raise
+    os.close(fd)
+
+
+def open_segment(name: str, writable: bool = False) -> Any:
+    """Map segment ``name``, unlink it at once, return the ``mmap`` (lives as long as its views).
+
+    Raises FileNotFoundError if the segment is gone.
+    """
+    import mmap
+
+    if _posixshmem is None:  # pragma: no cover
+        raise OSError("POSIX shared memory is not available")
+    fd = _posixshmem.shm_open(name, os.O_RDWR if writable else os.O_RDONLY, 0o600)
+    try:
+        size = os.fstat(fd).st_size
+        flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+        prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
+        mm = mmap.mmap(fd, size, flags=flags, prot=prot)
+    finally:
+        os.close(fd)
+        unlink_segment(name)
+    return mm
+
+
+def unlink_segment(name: str) -> None:
+    """Unlink ``name`` (if it still exists) and unregister it from the resource tracker."""
+    if _posixshmem is None:  # pragma: no cover
+        return
+    try:
+        _posixshmem.shm_unlink(name)
+    except FileNotFoundError:
+        return
+    _tracker_unregister(name)
+
+
+def sweep_segments(prefix: str) -> int:
+    """Unlink every ``/dev/shm/<prefix>*`` segment; returns how many.  Used by the last closer."""
+    try:
+        names = os.listdir(_SHM_DIR)
+    except OSError:
+        return 0
+    n = 0
+    for entry in names:
+        if entry.startswith(prefix):
+            unlink_segment("/" + entry)
+            n += 1
+    return n
+
+
+# --------------------------------------------------------------------------- the ring
+
+_live: weakref.WeakSet[Ring] = weakref.WeakSet()
+_live_lock = threading.Lock()
+
+
+class Ring(_ringbuf.RingBase):
+    """A multi-producer multi-consumer ring of byte messages in shared memory.
+
+    ``Ring(capacity, maxitems)`` creates one: ``capacity`` bytes of data area (rounded up to a
+    multiple of 8, at least 256; it is sparse, pages are touched only as it fills) and an optional
+    limit on the number of messages (0 = only bytes limit).  Raises ValueError/TypeError on bad
+    values.
+
+    Blocking: ``put`` blocks while the ring is full, ``get`` while it is empty; ``timeout=None``
+    waits forever, ``0`` does not wait, otherwise seconds on the monotonic clock.  Waits release
+    the GIL and are interruptible (a signal handler that raises, e.g. KeyboardInterrupt, raises
+    from the call).  A negative timeout raises ValueError.  Any use after :meth:`close` raises
+    :class:`~multitask._core._errors.ClosedError`.
+
+    Messages larger than ``spill_threshold`` (capacity/4) are spilled to their own segment and
+    come back from ``get`` as a read-only ``memoryview``; small ones come back as ``bytes``.
+
+    ``put(data, timeout=None) -> bool``: False if still full at the timeout.
+    ``put_many(items, timeout=None) -> int``: puts in order, as many as fit per lock round (one
+    commit per round, so a batch becomes visible at once); returns how many were put.
+    ``get(timeout=None)``: a message, or None if still empty at the timeout.
+    ``get_many(max_items, timeout=None) -> list``: waits for the first message, then takes up to
+    ``max_items`` that are there; ``[]`` on timeout.
+    ``qsize()``: exact count.  ``write_count``/``read_count``: messages ever committed/removed
+    (``read_count`` moves atomically with the removal).
+
+    Thread safety: all methods may be called from several threads and processes at once.
+    """
+
+    _fd: int
+    _prefix: str
+    on_discard: Any
+
+    def __init__(self, capacity: int = 1 << 22, maxitems: int = 0, *,
+                 joinable: bool = False) -> None:
+        for label, value in (("capacity", capacity), ("maxitems", maxitems)):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"{label} must be an int, not {type(value).__name__}")
+        if capacity < _MIN_CAPACITY:
+            raise ValueError(f"capacity must be >= {_MIN_CAPACITY} bytes, got {capacity}")
+        if maxitems < 0:
+            raise ValueError(f"maxitems must be >= 0, got {maxitems}")
+        capacity = (capacity + 7) & ~7
+        import secrets
+
+        token = secrets.token_hex(4)
+        fd = os.memfd_create("mt-ring", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(fd, HEADER_SIZE + capacity)
+            self._map(fd, True, capacity, maxitems, joinable, token)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._setup(fd)
+        self._attach(0)
+
+    def _setup(self, fd: int) -> None:
+        self._fd = fd
+        self._prefix = f"mt-{self.token}-"
+        self._closed_here = False
+        self.on_discard = None
+        with _live_lock:
+            _live.add(self)
+
+    @property
+    def spill_prefix(self) -> str:
+        """Name prefix (``mt-<token>-``) for segments whose messages travel through this ring.
+
+        Pass it to :func:`multitask._core._serialize.dumps` so out-of-band segments of messages
+        that are never read are swept by the last ``close()``.
+        """
+        return self._prefix
+
+    # -- spill hooks, called from C -------------------------------------------------------
+    def _spill_out(self, data: Any) -> bytes:
+        name = new_segment_name(self._prefix)
+        create_segment(name, [data])
+        return name.encode()
+
+    def _spill_in(self, ref: bytes) -> memoryview:
+        return memoryview(open_segment(ref.decode()))
+
+    def _spill_abort(self, ref: bytes) -> None:
+        unlink_segment(ref.decode())
+
+    # -- joinable (used by JoinableQueue) ---------------------------------------------------
+    def task_done(self) -> None:
+        """Mark one message as processed (JoinableQueue).  ValueError if called too often."""
+        self._task_done()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Block until every message put was matched by ``task_done``; False on timeout."""
+        return bool(self._join_wait(timeout))
+
+    @property
+    def unfinished(self) -> int:
+        """Messages put but not yet matched by ``task_done`` (joinable rings)."""
+        return int(self._unfinished)
+
+    # -- lifetime ---------------------------------------------------------------------------
+    def close(self) -> None:
+        """Unmap the ring in this process; idempotent.
+
+        If no other live process may still use the ring, pending messages are discarded: their
+        spill segments are unlinked and ``on_discard(payload)`` (if set) is called for each, and
+        every ``mt-<token>-*`` segment left by dead producers is swept.
+        """
+        if getattr(self, "_closed_here", True):
+            return
+        self._closed_here = True
+        with _live_lock:
+            _live.discard(self)
+        try:
+            if self._detach():
+                self._release_pending()
+        finally:
+            self._unmap()
+            os.close(self._fd)
+
+    def _release_pending(self) -> None:
+        discard = self.on_discard
+        for flags, payload in self._drain_raw():
+            if flags & FLAG_SPILL:
+                name = payload.decode()
+                if discard is not None:
+                    try:
+                        data: Any = memoryview(open_segment(name))
+                    except FileNotFoundError:
+                        continue
+                    payload = data
+                else:
+                    unlink_segment(name)
+                    continue
+            if discard is not None:
+                try:
+                    discard(payload)
+                except Exception:  # a bad message must not stop the others being released
+                    pass
+        sweep_segments(self._prefix)
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        if getattr(self, "_closed_here", True) or self.closed:
+            return "<Ring closed>"
+        return (f"<Ring token={self.token} capacity={self.capacity} maxitems={self.maxitems} "
+                f"qsize={self.qsize()}>")
+
+    # -- pickling ---------------------------------------------------------------------------
+    def __reduce__(self) -> tuple[Any, ...]:
+        if getattr(self, "_closed_here", True) or self.closed:
+            raise ClosedError("cannot pickle a closed Ring")
+        from multiprocessing import context, reduction
+
+        # Counted as a pending user until the receiver attaches, so a close() here in the
+        # meantime does not discard messages the receiver is about to read.
+        self._pending(1)
+        if context.get_spawning_popen() is not None:
+            # a child being spawned: pass the fd itself (spawn and forkserver know how)
+            return (_rebuild_ring, (self.token, reduction.DupFd(self._fd), None, None))
+        return (_rebuild_ring, (self.token, None, os.getpid(), self._fd))
+
+
+def _rebuild_ring(token: str, dupfd: Any, pid: int | None, fd: int | None) -> Ring:
+    if dupfd is not None:
+        myfd = dupfd.detach()
+    else:
+        try:
+            myfd = os.open(f"/proc/{pid}/fd/{fd}", os.O_RDWR | os.O_CLOEXEC)
+        except OSError as exc:
+            raise RingAttachError(
+                f"cannot attach to ring {token}: process {pid} that sent it has exited or closed "
+                f"it (/proc/{pid}/fd/{fd}: {exc.strerror})") from exc
+    ring = Ring.__new__(Ring)
+    try:
+        ring._map(myfd, False, 0, 0, False, token)
+    except (ValueError, OSError) as exc:
+        os.close(myfd)
+        raise RingAttachError(f"cannot attach to ring {token}: {exc}") from exc
+    ring._setup(myfd)
+    ring._attach(-1)
+    return ring
+
+
+# A forked child inherits every open ring: count it as a user before the parent can decide it is
+# the last one (pending +1 in the parent before fork, the child turns it into an attach).
+def _before_fork() -> None:
+    with _live_lock:
+        rings = list(_live)
+    for r in rings:
+        try:
+            r._pending(1)
+        except Exception:
+            pass
+
+
+def _after_fork_child() -> None:
+    global _live_lock
+    _live_lock = threading.Lock()
+    for r in list(_live):
+        try:
+            r._attach(-1)
+        except Exception:
+            pass
+
+
+def _after_fork_parent() -> None:
+    pass
+
+
+os.register_at_fork(before=_before_fork, after_in_child=_after_fork_child,
+                    after_in_parent=_after_fork_parent)
