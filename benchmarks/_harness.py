@@ -426,11 +426,24 @@ class Config:
     repeat: int | None = None  # None: each workload's own default
     timeout: float = 60.0  # per trial
     progress: Callable[[str], None] | None = None
+    aa: bool = False  # add an A/A control row (the baseline measured twice) to every table
 
     def reps(self, default: int) -> int:
         if self.repeat is not None:
             return max(1, self.repeat)
         return 1 if self.quick else default
+
+    def with_control(self, impls: list[Impl]) -> list[Impl]:
+        """With ``aa``: a second copy of the baseline, right after it, as a noise control."""
+        if not self.aa:
+            return impls
+        out = []
+        for impl in impls:
+            out.append(impl)
+            if impl.baseline:
+                out.append(Impl(f"{impl.label} (A/A control)", impl.fn, dict(impl.params),
+                                note="the baseline again: its ratio shows the noise"))
+        return out
 
     def n(self, full: int, quick: int) -> int:
         return quick if self.quick else full
@@ -441,6 +454,7 @@ class Config:
             if self.progress:
                 self.progress(f"{table_id}: {msg}")
 
+        impls = self.with_control(impls)
         rows = measure(impls, self.reps(default_repeat), self.timeout, prog)
         return finish(Table(table_id, title, metric, rows, notes=list(notes or [])))
 

@@ -212,7 +212,7 @@ def p6(cfg: Config) -> list[Table]:
     impls = [Impl("ideal: serial time / 2", p6_serial_trial, dict(params),
                   note="same tasks in one process, halved")]
     impls += _pool_impls(p6_trial, params, {"multitask": bar_value_at_least(95, " %")})
-    rows = measure(impls, cfg.reps(3), cfg.timeout,
+    rows = measure(cfg.with_control(impls), cfg.reps(3), cfg.timeout,
                    (lambda m: cfg.progress(f"P6: {m}")) if cfg.progress else None)
     ideal = rows[0].median if rows[0].samples else None
     if rows[0].samples:

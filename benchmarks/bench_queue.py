@@ -129,7 +129,8 @@ def p4(cfg: Config) -> list[Table]:
         notes=["ratio vs multiprocessing.Queue put/get (also for the batched rows)",
                f"faster-fifo max_size_bytes={FF_BYTES:_}; multitask Queue() defaults"],
     ).with_ratio_header("vs mp.Queue")
-    ff, mt = table.rows[1], table.rows[2]
+    by_label = {r.label: r for r in table.rows}
+    ff, mt = by_label["faster-fifo put/get"], by_label["multitask Queue put/get"]
     mt.bar_text = "≥ 3x, > faster-fifo"
     if mt.median is not None and ff.median is not None and mt.bar_ok is not None:
         mt.bar_ok = mt.bar_ok and mt.median < ff.median

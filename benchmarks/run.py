@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", metavar="PATH", help="also write every sample to PATH as JSON")
     ap.add_argument("--markdown", action="store_true",
                     help="finish with a README-ready markdown block (machine, date, tables)")
+    ap.add_argument("--aa", action="store_true",
+                    help="add an A/A control row (the stdlib baseline measured twice) per table")
     ap.add_argument("--list", action="store_true", help="list the workloads and exit")
     args = ap.parse_args(argv)
 
@@ -106,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"  .. {msg}\n")
         sys.stderr.flush()
 
-    cfg = Config(quick=args.quick, repeat=args.repeat, timeout=timeout, progress=progress)
+    cfg = Config(quick=args.quick, repeat=args.repeat, timeout=timeout, progress=progress,
+                 aa=args.aa)
     info = machine_info()
     versions = _versions()
     print(f"machine: {info['cpu']}, {info['cores']} cores ({info['usable_cores']} usable), "
