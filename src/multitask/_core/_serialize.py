@@ -1,0 +1,174 @@
+"""Pickling for everything multitask sends: protocol 5, out-of-band buffers in shared memory.
+
+Wire format of one message (what :func:`dumps` returns and :func:`loads` takes):
+
+* **in-band** (the common case): the plain protocol-5 pickle.  It starts with the PROTO opcode
+  ``0x80``, so :func:`loads` recognises it with one byte test.
+* **out-of-band**: ``0x01`` + ``u16 name length`` + segment name + ``u32 count`` + ``count`` x
+  ``(u64 offset, u64 length, u8 readonly)`` + the protocol-5 pickle whose ``PickleBuffer``\\ s
+  (NumPy arrays, ``pickle.PickleBuffer`` objects) of at least :data:`OOB_THRESHOLD` bytes were
+  left out.  Those buffers were written once, 64-byte aligned, into one shared-memory segment
+  ``/mt-...``; :func:`loads` maps it, unlinks the name at once, and hands the mapped memory to the
+  unpickler, so the arrays it returns are backed by the mapping (zero copy; the mapping lives as
+  long as the arrays).  The stdlib pipes every byte through a connection instead (gh-89467).
+
+Smaller buffers stay in-band: a segment costs a few syscalls, which only pays off for large data.
+
+Crash safety: a segment is registered with the stdlib resource tracker (shared by the whole
+process tree) as soon as it exists and unregistered when a consumer unlinks it, so one created
+and never consumed is removed at the latest when the process tree ends.  Pass a ring's
+``spill_prefix`` as ``prefix`` so the ring's last ``close()`` sweeps it earlier.  A message dropped
+unread must go through :func:`discard`.
+
+Functions, lambdas, closures and objects defined in ``__main__`` that the C pickler refuses are
+pickled with ``cloudpickle`` instead (transparent to :func:`loads`).
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+from typing import Any
+
+from multitask._core._errors import SerializationError
+from multitask._core._ring import create_segment, new_segment_name, open_segment, unlink_segment
+
+__all__ = ["OOB_THRESHOLD", "discard", "dumps", "loads"]
+
+#: A PickleBuffer at least this large travels out-of-band through shared memory.
+OOB_THRESHOLD = 64 * 1024
+_ALIGN = 64
+_OOB = 0x01
+_HEAD = struct.Struct("<BH")
+_COUNT = struct.Struct("<I")
+_ENTRY = struct.Struct("<QQB")
+
+_pickle_dumps = pickle.dumps
+_pickle_loads = pickle.loads
+
+
+def _describe(obj: Any) -> str:
+    try:
+        text = repr(obj)
+    except Exception:
+        text = "<unrepresentable>"
+    if len(text) > 120:
+        text = text[:117] + "..."
+    return f"{type(obj).__module__}.{type(obj).__qualname__} object {text}"
+
+
+def _pickle(obj: Any, bufs: list[pickle.PickleBuffer] | None,
+            keep: list[bool] | None = None) -> bytes:
+    """Pickle with protocol 5.  ``bufs``: collect buffers out-of-band (all of them, or those whose
+    ``keep`` entry is True, in order); ``None``: everything in-band."""
+
+    def callback(pb: pickle.PickleBuffer) -> bool:
+        if keep is not None and not keep[len(seen)]:
+            seen.append(False)
+            return True  # true: serialize this one in-band
+        seen.append(True)
+        assert bufs is not None
+        bufs.append(pb)
+        return False
+
+    seen: list[bool] = []
+    cb = None if bufs is None else (bufs.append if keep is None else callback)
+    try:
+        return _pickle_dumps(obj, 5, buffer_callback=cb)
+    except (pickle.PicklingError, AttributeError, TypeError) as first:
+        # lambdas, closures, __main__-local classes: the C pickler can only pickle by reference
+        if bufs is not None:
+            bufs.clear()
+            seen.clear()
+        try:
+            import cloudpickle
+        except ImportError:  # pragma: no cover - cloudpickle is a dependency
+            raise SerializationError(f"cannot pickle {_describe(obj)}: {first}") from first
+        try:
+            return cloudpickle.dumps(obj, protocol=5, buffer_callback=cb)
+        except Exception as exc:
+            raise SerializationError(f"cannot pickle {_describe(obj)}: {exc}") from exc
+    except Exception as exc:
+        raise SerializationError(f"cannot pickle {_describe(obj)}: {exc}") from exc
+
+
+def dumps(obj: Any, prefix: str | None = None) -> bytes:
+    """Pickle ``obj`` (protocol 5), large buffers out-of-band in one shared-memory segment.
+
+    ``prefix`` (``"mt-..."``) names the segment; give a ring's ``spill_prefix``.  Does not block.
+    Raises :class:`SerializationError` (chained to the original error) if ``obj`` cannot be
+    pickled even by cloudpickle, OSError if the segment cannot be created.
+    """
+    bufs: list[pickle.PickleBuffer] = []
+    data = _pickle(obj, bufs)
+    if not bufs:
+        return data
+    big = [b.raw().nbytes >= OOB_THRESHOLD for b in bufs]
+    if not any(big):
+        return _pickle(obj, None)
+    if not all(big):
+        # pickle again, keeping only the large buffers out of band
+        bufs = []
+        data = _pickle(obj, bufs, big)
+    raws = [b.raw() for b in bufs]
+    offsets, pos = [], 0
+    for r in raws:
+        offsets.append(pos)
+        pos += (r.nbytes + _ALIGN - 1) // _ALIGN * _ALIGN
+    name = new_segment_name(prefix or "mt-s-")
+    create_segment(name, raws, size=pos, offsets=offsets)
+    encoded = name.encode()
+    parts = [_HEAD.pack(_OOB, len(encoded)), encoded, _COUNT.pack(len(raws))]
+    parts.extend(_ENTRY.pack(o, r.nbytes, r.readonly) for o, r in zip(offsets, raws, strict=True))
+    parts.append(data)
+    return b"".join(parts)
+
+
+def _parse(data: Any) -> tuple[str, list[tuple[int, int, int]], memoryview]:
+    view = memoryview(data)
+    _, nlen = _HEAD.unpack_from(view, 0)
+    pos = _HEAD.size
+    name = bytes(view[pos:pos + nlen]).decode()
+    pos += nlen
+    (count,) = _COUNT.unpack_from(view, pos)
+    pos += _COUNT.size
+    entries = []
+    for _ in range(count):
+        entries.append(_ENTRY.unpack_from(view, pos))
+        pos += _ENTRY.size
+    return name, entries, view[pos:]
+
+
+def loads(data: bytes | bytearray | memoryview) -> Any:
+    """Inverse of :func:`dumps`.  Does not block.
+
+    Out-of-band arrays are backed by the mapped segment (zero copy); the segment's name is
+    unlinked at once, and the memory is freed when the last array using it is.  Raises
+    :class:`SerializationError` (chained) if the message cannot be unpickled.
+    """
+    if not data or data[0] != _OOB:
+        try:
+            return _pickle_loads(data)
+        except Exception as exc:
+            raise SerializationError(f"cannot unpickle message: {exc!r}") from exc
+    name, entries, payload = _parse(data)
+    try:
+        mm = open_segment(name, writable=True)
+    except FileNotFoundError as exc:
+        raise SerializationError(f"shared-memory segment {name} of the message is gone") from exc
+    whole = memoryview(mm)
+    buffers = []
+    for off, length, readonly in entries:
+        part = whole[off:off + length]
+        buffers.append(part.toreadonly() if readonly else part)
+    try:
+        return _pickle_loads(payload, buffers=buffers)
+    except Exception as exc:
+        raise SerializationError(f"cannot unpickle message: {exc!r}") from exc
+
+
+def discard(data: bytes | bytearray | memoryview) -> None:
+    """Release the shared-memory segment ``data`` refers to, without unpickling it."""
+    if data and data[0] == _OOB:
+        name, _, _ = _parse(data)
+        unlink_segment(name)
