@@ -193,9 +193,11 @@ def crawl(start_url: str, db_path: str, *, fetchers: int = 8, parsers: int = 2,
     site = urllib.parse.urljoin(start_url, "/")
     store = Store(db_path)
     pipeline = (mp.Pipeline(progress=progress, name="crawler")
-                .stage(fetch, workers=fetchers, kind="thread", ordered=False, on_error="skip")
-                .stage(parse, workers=parsers, kind="process", ordered=False, on_error="skip")
-                .stage(store, workers=1, kind="thread", ordered=False))
+                .stage(fetch, workers=fetchers, kind="thread", ordered=False, on_error="skip",
+                       name="fetch")
+                .stage(parse, workers=parsers, kind="process", ordered=False, on_error="skip",
+                       name="parse")
+                .stage(store, workers=1, kind="thread", ordered=False, name="store"))
     seen = {start_url}
     frontier = [start_url]
     failed: list[tuple[str, str]] = []

@@ -181,10 +181,10 @@ class _Factory:
         except ImportError:
             self._queue_ctx = multiprocessing.get_context(self._ctx.get_start_method())
 
-    def Process(self, **kwargs: Any) -> Any:  # noqa: N802
+    def Process(self, **kwargs: Any) -> Any:
         return self._ctx.Process(**kwargs)
 
-    def Queue(self, maxsize: int = 0) -> Any:  # noqa: N802
+    def Queue(self, maxsize: int = 0) -> Any:
         if self._queue_ctx is not None:
             return self._queue_ctx.Queue(maxsize)
         return self._ctx.Queue(maxsize)
@@ -760,7 +760,7 @@ class Pipeline:
             else:
                 ready = got
             values: list[Any] = []
-            for seq, ok, value, exc, tb in ready:
+            for _seq, ok, value, exc, tb in ready:
                 if ok:
                     values.append(value)
                     continue
@@ -866,14 +866,17 @@ class Pipeline:
             TextColumn("{task.completed:>7.0f} out"),
             TextColumn("[red]{task.fields[failed]} failed"),
             TextColumn("in flight {task.fields[flight]:>4}"),
-            TextColumn("{task.fields[kind]}×{task.fields[workers]}"),
+            TextColumn("{task.fields[workers]}"),
             TimeElapsedColumn(),
             console=Console(stderr=True), transient=False, refresh_per_second=8)
         ids = [progress.add_task("", total=total, stage=st.spec.name, failed=0, flight=0,
-                                 kind=st.spec.kind, workers=st.spec.workers) for st in stages]
+                                 kind=st.spec.kind,
+                                 workers=f"{st.spec.workers} {st.spec.kind}"
+                                         f"{'es' if st.spec.kind == 'process' else 's'}")
+               for st in stages]
 
         def update() -> None:
-            for st, tid in zip(stages, ids):
+            for st, tid in zip(stages, ids, strict=True):
                 progress.update(tid, completed=st.items_out, failed=st.items_failed,
                                 flight=st.capacity.used)
 
