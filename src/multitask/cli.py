@@ -26,19 +26,28 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+    from rich.tree import Tree
+
+    from .monitor.view import ProgramView, Row
 
 __all__ = ["main"]
 
 
-def _console(file=None):  # type: ignore[no-untyped-def]
+def _console() -> Console:
     from rich.console import Console
 
     # Piped output has no terminal width; a table squeezed into 80 columns is unreadable.
     width = shutil.get_terminal_size((160, 24)).columns
-    return Console(file=file, width=max(width, 100) if not sys.stdout.isatty() else None)
+    return Console(width=max(width, 100) if not sys.stdout.isatty() else None)
 
 
-def _views(pid: int | None):  # type: ignore[no-untyped-def]
+def _views(pid: int | None) -> list[ProgramView]:
     from .monitor import registry, view
 
     entries = registry.read_all()
@@ -55,7 +64,7 @@ def _state_style(state: str) -> str:
             "Z": "bold magenta", "X": "dim"}.get(state[:1], "")
 
 
-def _ps_table(views):  # type: ignore[no-untyped-def]
+def _ps_table(views: list[ProgramView]) -> Table:
     from rich.table import Table
     from rich.text import Text
 
@@ -70,7 +79,7 @@ def _ps_table(views):  # type: ignore[no-untyped-def]
         table.add_column(col, justify=justify,  # type: ignore[arg-type]
                          no_wrap=col != "COMMAND", overflow="ellipsis")
 
-    def cells(row, role: str):  # type: ignore[no-untyped-def]
+    def cells(row: Row, role: str) -> list[str | Text]:
         return [str(row.pid), str(row.ppid) if row.ppid is not None else "-", role,
                 Text(row.state, style=_state_style(row.state)),
                 "-" if row.cpu_percent is None else f"{row.cpu_percent:.1f}",
@@ -90,7 +99,7 @@ def _ps_table(views):  # type: ignore[no-untyped-def]
             for w in pool.workers:
                 task = w.task or ""
                 if w.task_items and w.task_items > 1:
-                    task += f" ×{w.task_items}"
+                    task += f" x{w.task_items}"
                 table.add_row(*cells(w, f"  worker {w.worker}"),
                               Text(w.task_state or "",
                                    style="green" if w.task_state == "busy" else "dim"),
@@ -101,56 +110,60 @@ def _ps_table(views):  # type: ignore[no-untyped-def]
     return table
 
 
-def _ps_tree(views):  # type: ignore[no-untyped-def]
+def _tree_label(pid: int, row: Row | None) -> Text:
+    from rich.text import Text
+
+    from .monitor.procinfo import proc_info
+    from .monitor.view import human_seconds
+
+    info = proc_info(pid)
+    state = info.state if info else "X"
+    text = Text()
+    text.append(f"{pid} ", style="bold")
+    text.append(state, style=_state_style(state))
+    text.append(f" {info.name if info else '?'}")
+    if row is not None:
+        if row.role == "worker":
+            text.append(f"  worker {row.worker} of pool {row.pool}", style="cyan")
+            if row.task_state == "busy" and row.task:
+                text.append(f"  busy: {row.task} {human_seconds(row.task_running_for)}",
+                            style="green")
+            elif row.task_state:
+                text.append(f"  {row.task_state}", style="dim")
+        elif row.role == "main":
+            text.append(f"  main: {row.name}", style="cyan")
+        else:
+            text.append(f"  {row.role} {row.name}", style="cyan")
+    elif info is not None:
+        text.append(f"  {info.command[:60]}", style="dim")
+    return text
+
+
+def _tree_add(node: Tree, pid: int, known: dict[int, Row], depth: int = 0) -> None:
+    import psutil
+
+    try:
+        children = sorted(psutil.Process(pid).children(), key=lambda c: c.pid)
+    except psutil.Error:
+        return
+    for child in children:
+        sub = node.add(_tree_label(child.pid, known.get(child.pid)))
+        if depth < 32:
+            _tree_add(sub, child.pid, known, depth + 1)
+
+
+def _ps_tree(views: list[ProgramView]) -> Tree:
     """The real parent/child tree of each program (like `pstree -p`), annotated from the
     registry: a worker forked by a zygote shows under the zygote, not under the program."""
     import psutil
     from rich.text import Text
     from rich.tree import Tree
 
-    from .monitor.procinfo import proc_info
-    from .monitor.view import human_seconds
-
     root = Tree("multitask programs", guide_style="dim")
     for v in views:
         known = {r.pid: r for r in v.rows()}
-
-        def label(pid: int) -> Text:
-            info = proc_info(pid)
-            row = known.get(pid)
-            state = info.state if info else "X"
-            text = Text()
-            text.append(f"{pid} ", style="bold")
-            text.append(state, style=_state_style(state))
-            text.append(f" {info.name if info else '?'}")
-            if row is not None:
-                if row.role == "worker":
-                    text.append(f"  worker {row.worker} of pool {row.pool}", style="cyan")
-                    if row.task_state == "busy" and row.task:
-                        text.append(f"  busy: {row.task} {human_seconds(row.task_running_for)}",
-                                    style="green")
-                    elif row.task_state:
-                        text.append(f"  {row.task_state}", style="dim")
-                elif row.role == "main":
-                    text.append(f"  main: {row.name}", style="cyan")
-                else:
-                    text.append(f"  {row.role} {row.name}", style="cyan")
-            elif info is not None:
-                text.append(f"  {info.command[:60]}", style="dim")
-            return text
-
-        def add(node, pid: int, depth: int) -> None:  # type: ignore[no-untyped-def]
-            try:
-                children = sorted(psutil.Process(pid).children(), key=lambda p: p.pid)
-            except psutil.Error:
-                return
-            for child in children:
-                sub = node.add(label(child.pid))
-                if depth < 32:
-                    add(sub, child.pid, depth + 1)
-
-        top = root.add(label(v.entry.pid))
-        add(top, v.entry.pid, 0)
+        top = root.add(_tree_label(v.entry.pid, known.get(v.entry.pid)))
+        _tree_add(top, v.entry.pid, known)
         # Registered processes that are not descendants (re-parented orphans) still show.
         try:
             descendants = {p.pid for p in psutil.Process(v.entry.pid).children(recursive=True)}
@@ -158,7 +171,8 @@ def _ps_tree(views):  # type: ignore[no-untyped-def]
             descendants = set()
         for row in v.rows():
             if row.pid != v.entry.pid and row.pid not in descendants:
-                top.add(Text.assemble(label(row.pid), ("  (not a descendant)", "yellow")))
+                top.add(Text.assemble(_tree_label(row.pid, row),
+                                      ("  (not a descendant)", "yellow")))
     return root
 
 
@@ -190,7 +204,7 @@ def cmd_top(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     try:
-        from . import _demo  # type: ignore[attr-defined]
+        from . import _demo
     except ModuleNotFoundError as exc:
         if exc.name != "multitask._demo":
             raise

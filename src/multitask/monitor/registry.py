@@ -189,7 +189,7 @@ def _hints(cls: type) -> dict[str, Any]:
 
 
 def _check(tp: Any, value: Any, where: str) -> Any:
-    """Return *value* converted to *tp* (lists -> tuples, dicts -> dataclasses) or raise _Invalid."""
+    """*value* converted to *tp* (lists -> tuples, dicts -> dataclasses), or raise _Invalid."""
     origin = typing.get_origin(tp)
     if tp is type(None):
         if value is None:
@@ -216,9 +216,8 @@ def _check(tp: Any, value: Any, where: str) -> Any:
         args = typing.get_args(tp)
         if type(value) is list and len(args) == 2 and args[1] is Ellipsis:
             return tuple(_check(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
-    elif isinstance(tp, type) and is_dataclass(tp):
-        if type(value) is dict:
-            return _from_dict(tp, value, where)
+    elif isinstance(tp, type) and is_dataclass(tp) and type(value) is dict:
+        return _from_dict(tp, value, where)
     raise _Invalid(f"{where}: expected {getattr(tp, '__name__', tp)}, got {type(value).__name__}")
 
 
@@ -333,7 +332,7 @@ def read_all(directory: str | os.PathLike[str] | None = None) -> list[ProgramEnt
             if name.startswith(".") and name.endswith(".tmp"):
                 _clean_temp(dfd, name)
                 continue
-            stem, dot, ext = name.partition(".")
+            stem, _, ext = name.partition(".")
             if ext != "json" or not stem.isdigit():
                 continue
             pid = int(stem)

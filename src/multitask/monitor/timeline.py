@@ -1,0 +1,376 @@
+"""A task timeline: which worker ran which task when, as a self-contained HTML page.
+
+:func:`render_timeline` takes :class:`TaskRecord` objects (one per task, times on the system-wide
+monotonic clock) and writes one HTML file with inline SVG -- no script, no stylesheet or font from
+the network, so it opens anywhere, offline, years later:
+
+- a Gantt chart, one row per worker slot, each task a bar coloured by function (failed tasks red
+  and hatched); hovering a bar shows its function, duration, queue wait, worker and pid (an SVG
+  ``<title>``, so no JavaScript is needed);
+- the queue depth over time on the same time axis (tasks submitted but not yet started);
+- the utilisation of each worker (busy time / wall time) and of the whole pool;
+- a queue-wait summary (mean, median, p95, max) with a histogram.
+
+Each bar carries ``data-task="<task_id>"``, so a test (or a script) can check that every task is
+drawn exactly once.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+import statistics
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["TaskRecord", "render_timeline"]
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """One finished task.  Times are ``time.monotonic()`` seconds (system-wide on Linux), taken in
+    the parent (``submitted``) and in the worker (``started``, ``finished``)."""
+
+    task_id: int
+    worker: int        # the worker's slot index in the pool (stable across replacements)
+    pid: int           # the process that ran it
+    function: str      # qualified name, e.g. "__main__.crunch"
+    submitted: float
+    started: float
+    finished: float
+    ok: bool           # False if the task raised (or its worker died / timed out)
+    items: int = 1     # items the task carried (a map chunk carries several)
+
+
+# Colour-blind-friendly qualitative palette (Tableau 10 without its red, kept for failures).
+_PALETTE = ("#4e79a7", "#59a14f", "#f28e2b", "#76b7b2", "#edc948", "#b07aa1", "#9c755f",
+            "#ff9da7", "#bab0ac")
+_FAILED = "#e15759"
+
+_WIDTH = 1200          # px of the SVG drawing (it scales with the window)
+_LABEL_W = 180         # left column: worker labels
+_UTIL_W = 130          # right column: utilisation per worker
+_PLOT_W = _WIDTH - _LABEL_W - _UTIL_W - 20
+_ROW_H = 26
+_BAR_H = 18
+_AXIS_H = 28
+_QUEUE_H = 56
+
+
+def _fmt_dur(seconds: float) -> str:
+    """Human duration: 0.000012 -> "12 µs", 0.0123 -> "12.3 ms", 3.5 -> "3.50 s"."""
+    if seconds < 0.001:
+        return f"{seconds * 1e6:.0f} µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.1f} ms"
+    if seconds < 120:
+        return f"{seconds:.2f} s"
+    m, s = divmod(seconds, 60)
+    return f"{int(m)} min {s:.0f} s"
+
+
+def _nice_step(span: float, target: int = 8) -> float:
+    raw = span / target
+    mag = 10 ** math.floor(math.log10(raw))
+    for m in (1, 2, 5, 10):
+        if m * mag >= raw:
+            return m * mag
+    return 10 * mag
+
+
+def _tick_label(t: float, step: float) -> str:
+    if step < 0.001:
+        return f"{t * 1e6:.0f}µs"
+    if step < 1:
+        digits = max(0, -math.floor(math.log10(step * 1e3) + 1e-9))
+        return f"{t * 1e3:.{digits}f}ms"
+    digits = max(0, -math.floor(math.log10(step) + 1e-9))
+    return f"{t:.{digits}f}s"
+
+
+def _union_length(intervals: list[tuple[float, float]]) -> float:
+    """Total length covered by *intervals* (overlaps counted once)."""
+    total = 0.0
+    end = -math.inf
+    for a, b in sorted(intervals):
+        if b <= end:
+            continue
+        total += b - max(a, end)
+        end = b
+    return total
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return 0.0
+    k = (len(sorted_values) - 1) * q
+    lo = math.floor(k)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
+
+
+def _check(records: Sequence[TaskRecord]) -> None:
+    for r in records:
+        if not isinstance(r, TaskRecord):
+            raise TypeError(f"render_timeline() needs TaskRecord objects, got {type(r).__name__}")
+        if not all(math.isfinite(x) for x in (r.submitted, r.started, r.finished)):
+            raise ValueError(f"task {r.task_id}: times must be finite numbers")
+
+
+def render_timeline(records: Sequence[TaskRecord], path: str | os.PathLike[str], *,
+                    title: str = "multitask timeline") -> Path:
+    """Write the timeline of *records* as a self-contained HTML file at *path*; return its path.
+
+    The file is written to a temporary name in the same directory and renamed, so a reader never
+    sees half a page.  Raises TypeError for something that is not a :class:`TaskRecord`,
+    ValueError for non-finite times, OSError if the file cannot be written.  A task whose
+    ``finished`` precedes ``started`` is drawn with zero length; a ``submitted`` after ``started``
+    counts as zero queue wait.  An empty *records* gives a page that says so.
+    """
+    records = list(records)
+    _check(records)
+    page = _page(records, title)
+    out = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp",
+                               dir=str(out.parent) if str(out.parent) else ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(page)
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; it is a report meant to be shared
+        os.replace(tmp, out)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return out
+
+
+_CSS = """
+body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px;color:#222;
+background:#fafafa}
+h1{font-size:20px;margin:0 0 4px} .sub{color:#666;margin-bottom:16px}
+.cards{display:flex;flex-wrap:wrap;gap:12px;margin-bottom:18px}
+.card{background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px 12px;
+min-width:90px;flex:1}
+.card b{display:block;font-size:20px} .card span{color:#666;font-size:12px}
+.panel{background:#fff;border:1px solid #ddd;border-radius:6px;padding:12px;margin-bottom:18px}
+h2{font-size:15px;margin:0 0 8px}
+svg{width:100%;height:auto;display:block} svg text{font:11px system-ui,sans-serif;fill:#333}
+.legend{display:flex;flex-wrap:wrap;gap:14px;margin:8px 0 0;font-size:12px}
+.sw{display:inline-block;width:12px;height:12px;border-radius:2px;margin-right:5px;
+vertical-align:-2px}
+table{border-collapse:collapse;font-size:13px} td,th{padding:3px 10px;text-align:right}
+th{color:#555;font-weight:600;border-bottom:1px solid #ddd}
+td:first-child,th:first-child{text-align:left}
+.barbg{display:inline-block;width:120px;height:10px;background:#e8e8e8;border-radius:2px;
+vertical-align:middle;overflow:hidden;text-align:left}
+.bar{display:block;height:100%;background:#4e79a7}
+rect.t:hover{stroke:#000;stroke-width:1.5}
+"""
+
+
+def _page(records: list[TaskRecord], title: str) -> str:
+    esc = html.escape
+    head = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width,initial-scale=1">'
+            f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>"
+            f"<h1>{esc(title)}</h1>")
+    if not records:
+        return head + '<p class="sub">No tasks were recorded.</p></body></html>\n'
+
+    waits = sorted(max(0.0, r.started - r.submitted) for r in records)
+    t0 = min(min(r.started for r in records), min(r.submitted for r in records))
+    t1 = max(max(r.finished, r.started) for r in records)
+    span = max(t1 - t0, 1e-9)
+    workers = sorted({r.worker for r in records})
+    by_worker = {w: [r for r in records if r.worker == w] for w in workers}
+    busy = {w: _union_length([(r.started, max(r.finished, r.started)) for r in rs])
+            for w, rs in by_worker.items()}
+    overall = sum(busy.values()) / (len(workers) * span)
+    failed = sum(not r.ok for r in records)
+    items = sum(r.items for r in records)
+    functions = sorted({r.function for r in records})
+    colour = {fn: _PALETTE[i % len(_PALETTE)] for i, fn in enumerate(functions)}
+
+    cards = [
+        (f"{len(records)}", "tasks" + (f" ({items} items)" if items != len(records) else "")),
+        (f"{failed}", "failed"),
+        (_fmt_dur(span), "wall time"),
+        (f"{len(workers)}", "workers"),
+        (f"{overall * 100:.1f}%", "pool utilisation"),
+        (f"{len(records) / span:,.1f}/s", "throughput"),
+        (_fmt_dur(statistics.fmean(waits)), "mean queue wait"),
+        (_fmt_dur(_percentile(waits, 0.95)), "p95 queue wait"),
+    ]
+    out = [head,
+           f'<div class="sub">{len(records)} tasks on {len(workers)} workers over '
+           f"{_fmt_dur(span)}. Hover a bar for its details.</div>",
+           '<div class="cards">',
+           *(f'<div class="card"><b>{esc(v)}</b><span>{esc(k)}</span></div>' for v, k in cards),
+           "</div>",
+           '<div class="panel"><h2>Tasks per worker</h2>',
+           _gantt(records, by_worker, busy, t0, span, colour),
+           '<div class="legend">',
+           *(f'<span><span class="sw" style="background:{colour[fn]}"></span>{esc(fn)}</span>'
+             for fn in functions),
+           f'<span><span class="sw" style="background:{_FAILED}"></span>failed</span>',
+           "</div></div>",
+           _worker_table(by_worker, busy, span),
+           _wait_panel(waits),
+           "</body></html>\n"]
+    return "".join(out)
+
+
+def _gantt(records: list[TaskRecord], by_worker: dict[int, list[TaskRecord]],
+           busy: dict[int, float], t0: float, span: float, colour: dict[str, str]) -> str:
+    esc = html.escape
+    rows = len(by_worker)
+    queue_top = _AXIS_H + rows * _ROW_H + 14
+    height = queue_top + _QUEUE_H + 24
+    scale = _PLOT_W / span
+    x0 = _LABEL_W
+
+    def x(t: float) -> float:
+        return x0 + (t - t0) * scale
+
+    parts = [f'<svg viewBox="0 0 {_WIDTH} {height}" xmlns="http://www.w3.org/2000/svg" '
+             f'role="img" aria-label="task timeline">',
+             '<defs><pattern id="hatch" width="6" height="6" patternUnits="userSpaceOnUse" '
+             'patternTransform="rotate(45)"><rect width="6" height="6" fill="' + _FAILED + '"/>'
+             '<line x1="0" y1="0" x2="0" y2="6" stroke="#8b1a1a" stroke-width="2"/></pattern>'
+             "</defs>"]
+    # time axis: grid lines through the rows and the queue chart
+    step = _nice_step(span)
+    n = 0
+    while n * step <= span * 1.0001:
+        tx = x(t0 + n * step)
+        parts.append(f'<line x1="{tx:.1f}" y1="{_AXIS_H - 6}" x2="{tx:.1f}" '
+                     f'y2="{queue_top + _QUEUE_H}" stroke="#e3e3e3"/>'
+                     f'<text x="{tx:.1f}" y="{_AXIS_H - 10}" text-anchor="middle">'
+                     f"{_tick_label(n * step, step)}</text>")
+        n += 1
+    parts.append(f'<text x="{_WIDTH - 8}" y="{_AXIS_H - 10}" text-anchor="end" '
+                 'font-weight="600">utilisation</text>')
+    for i, (w, rs) in enumerate(by_worker.items()):
+        y = _AXIS_H + i * _ROW_H
+        if i % 2:
+            parts.append(f'<rect x="0" y="{y}" width="{_WIDTH}" height="{_ROW_H}" '
+                         'fill="#f6f6f6"/>')
+        pids = sorted({r.pid for r in rs})
+        pid_text = "pid " + ", ".join(map(str, pids[:3])) + ("…" if len(pids) > 3 else "")
+        parts.append(f'<text x="6" y="{y + _ROW_H / 2 + 4}"><tspan font-weight="600">worker {w}'
+                     f'</tspan> <tspan fill="#777">{esc(pid_text)}</tspan></text>')
+        # a thin line where a worker slot's process changed (a crash or timeout replaced it)
+        last_pid = None
+        for r in sorted(rs, key=lambda r: r.started):
+            if last_pid is not None and r.pid != last_pid:
+                px = x(r.started)
+                parts.append(f'<line x1="{px:.1f}" y1="{y + 1}" x2="{px:.1f}" '
+                             f'y2="{y + _ROW_H - 1}" stroke="#000" stroke-dasharray="2,2">'
+                             f"<title>worker {w} replaced: pid {last_pid} → {r.pid}</title>"
+                             "</line>")
+            last_pid = r.pid
+        for r in rs:
+            dur = max(0.0, r.finished - r.started)
+            wait = max(0.0, r.started - r.submitted)
+            bx = x(r.started)
+            bw = max(dur * scale, 0.75)  # a 10 µs task is still visible
+            fill = "url(#hatch)" if not r.ok else colour[r.function]
+            tip = (f"task {r.task_id} · {r.function}\n"
+                   f"{'FAILED' if not r.ok else 'ok'} · ran {_fmt_dur(dur)}"
+                   f" · waited {_fmt_dur(wait)} in queue\n"
+                   f"worker {r.worker} (pid {r.pid})"
+                   + (f" · {r.items} items" if r.items != 1 else "")
+                   + f"\nstarted at +{_fmt_dur(r.started - t0)}")
+            parts.append(f'<rect class="t" data-task="{r.task_id}" x="{bx:.2f}" '
+                         f'y="{y + (_ROW_H - _BAR_H) / 2}" width="{bw:.2f}" height="{_BAR_H}" '
+                         f'rx="2" fill="{fill}"><title>{esc(tip)}</title></rect>')
+        # utilisation of this worker: a bar and a number in the right column
+        u = busy[w] / span
+        ux = _WIDTH - _UTIL_W + 6
+        parts.append(f'<rect x="{ux}" y="{y + 8}" width="70" height="10" fill="#e8e8e8" rx="2"/>'
+                     f'<rect x="{ux}" y="{y + 8}" width="{70 * min(u, 1.0):.1f}" height="10" '
+                     f'fill="#4e79a7" rx="2"/>'
+                     f'<text x="{ux + 76}" y="{y + 17}">{u * 100:.0f}%</text>')
+    # queue depth over time: +1 at each submit, -1 at each start (a step chart)
+    events = sorted([(r.submitted, 1) for r in records] + [(r.started, -1) for r in records],
+                    key=lambda e: (e[0], e[1]))
+    depth = 0
+    peak = 0
+    points: list[tuple[float, int]] = [(t0, 0)]
+    for t, d in events:
+        depth += d
+        peak = max(peak, depth)
+        points.append((t, depth))
+    peak = max(peak, 1)
+    base = queue_top + _QUEUE_H
+    path = [f"M{x(t0):.1f},{base}"]
+    prev = 0
+    for t, d in points:
+        px = x(t)
+        path.append(f"L{px:.1f},{base - _QUEUE_H * prev / peak:.1f}")
+        path.append(f"L{px:.1f},{base - _QUEUE_H * d / peak:.1f}")
+        prev = d
+    path.append(f"L{x(t0 + span):.1f},{base - _QUEUE_H * prev / peak:.1f}L{x(t0 + span):.1f},"
+                f"{base}Z")
+    parts.append(f'<text x="6" y="{queue_top + _QUEUE_H / 2}"><tspan font-weight="600">queue'
+                 f'</tspan></text><text x="6" y="{queue_top + _QUEUE_H / 2 + 14}" fill="#777">'
+                 f"peak {peak} waiting</text>"
+                 f'<line x1="{x0}" y1="{base}" x2="{x0 + _PLOT_W}" y2="{base}" stroke="#bbb"/>'
+                 f'<path d="{"".join(path)}" fill="#f28e2b" fill-opacity="0.35" '
+                 f'stroke="#f28e2b" stroke-width="1"/></svg>')
+    return "".join(parts)
+
+
+def _worker_table(by_worker: dict[int, list[TaskRecord]], busy: dict[int, float],
+                  span: float) -> str:
+    esc = html.escape
+    rows = []
+    for w, rs in by_worker.items():
+        durs = [max(0.0, r.finished - r.started) for r in rs]
+        u = busy[w] / span
+        pids = ", ".join(str(p) for p in sorted({r.pid for r in rs}))
+        rows.append(f"<tr><td>worker {w}</td><td>{esc(pids)}</td><td>{len(rs)}</td>"
+                    f"<td>{sum(not r.ok for r in rs)}</td><td>{_fmt_dur(busy[w])}</td>"
+                    f"<td>{_fmt_dur(statistics.fmean(durs))}</td>"
+                    f'<td><span class="barbg"><span class="bar" '
+                    f'style="width:{min(u, 1) * 100:.1f}%"></span></span> '
+                    f"{u * 100:.1f}%</td></tr>")
+    return ('<div class="panel"><h2>Utilisation</h2><table><tr><th>worker</th><th>pid(s)</th>'
+            "<th>tasks</th><th>failed</th><th>busy</th><th>mean task</th><th>utilisation</th>"
+            "</tr>" + "".join(rows) + "</table></div>")
+
+
+def _wait_panel(waits: list[float]) -> str:
+    """Queue-wait figures and a histogram (*waits* sorted)."""
+    stats = [("mean", statistics.fmean(waits)), ("median", _percentile(waits, 0.5)),
+             ("p95", _percentile(waits, 0.95)), ("max", waits[-1])]
+    bins = 24
+    top = waits[-1] if waits[-1] > 0 else 1e-9
+    counts = [0] * bins
+    for w in waits:
+        counts[min(int(w / top * bins), bins - 1)] += 1
+    peak = max(counts)
+    w_px, h_px, left, bottom = 600, 120, 40, 20
+    bar_w = (w_px - left - 10) / bins
+    svg = [f'<svg viewBox="0 0 {w_px} {h_px + bottom}" xmlns="http://www.w3.org/2000/svg" '
+           'style="max-width:600px" role="img" aria-label="queue wait histogram">']
+    for i, c in enumerate(counts):
+        bh = (h_px - 10) * c / peak
+        lo, hi = top * i / bins, top * (i + 1) / bins
+        svg.append(f'<rect x="{left + i * bar_w + 1:.1f}" y="{h_px - bh:.1f}" '
+                   f'width="{bar_w - 2:.1f}" height="{bh:.1f}" fill="#f28e2b">'
+                   f"<title>{c} tasks waited {_fmt_dur(lo)} to {_fmt_dur(hi)}</title></rect>")
+    svg.append(f'<line x1="{left}" y1="{h_px}" x2="{w_px - 10}" y2="{h_px}" stroke="#999"/>'
+               f'<text x="{left}" y="{h_px + 14}">0</text>'
+               f'<text x="{w_px - 10}" y="{h_px + 14}" text-anchor="end">{_fmt_dur(top)}</text>'
+               f'<text x="{left - 4}" y="14" text-anchor="end">{peak}</text>'
+               f'<text x="{left - 4}" y="{h_px}" text-anchor="end">0</text></svg>')
+    figures = " · ".join(f"{k} <b>{_fmt_dur(v)}</b>" for k, v in stats)
+    return ('<div class="panel"><h2>Queue wait (submitted → started)</h2>'
+            f"<p>{figures}</p>" + "".join(svg) + "</div>")
