@@ -257,6 +257,7 @@ class SimpleQueue(_RingQueue):
     def get(self) -> Any:  # type: ignore[override]
         """Remove and return the next item, blocking until there is one."""
         data = self._rget(None)
+        assert data is not None  # timeout=None: get() returns only with a message
         return loads(data)
 
     def put(self, obj: Any) -> None:  # type: ignore[override]
