@@ -263,9 +263,11 @@ def _process_worker(fn_blob: bytes, in_q: Any, out_q: Any, index: int, ppid: int
     """Loop of a process-stage worker: batches in, per-item pickled results out, then "done"."""
     # The caller handles Ctrl-C and stops us; without this every worker would print a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _set_parent_death_signal()
-    if os.getppid() != ppid:  # the parent died before prctl took effect
-        os._exit(1)
+    # Under forkserver our parent is the fork server, whose death signal would not help.
+    if os.getppid() == ppid:
+        _set_parent_death_signal()
+        if os.getppid() != ppid:  # the caller died before prctl took effect
+            os._exit(1)
     fn = pickle.loads(fn_blob)
     while True:
         batch = in_q.get()
