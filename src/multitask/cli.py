@@ -203,15 +203,17 @@ def cmd_top(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    import importlib
+
     try:
-        from . import _demo
+        demo = importlib.import_module("multitask._demo")
     except ModuleNotFoundError as exc:
         if exc.name != "multitask._demo":
             raise
         print("multitask demo: the demo module (multitask._demo) is not part of this "
               "installation yet.", file=sys.stderr)
         return 1
-    result = _demo.main(list(args.rest))
+    result = demo.main(list(args.rest))
     return int(result or 0)
 
 
