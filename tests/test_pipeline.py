@@ -28,6 +28,11 @@ def fail_on_13(x: int) -> int:
     return x
 
 
+def sleep_then_return(x: int, seconds: float = 0.05) -> int:
+    time.sleep(seconds)
+    return x
+
+
 def kill_self_on_7(x: int) -> int:
     if x == 7:
         os.kill(os.getpid(), signal.SIGKILL)
@@ -139,7 +144,7 @@ def test_sigkilled_worker_surfaces_worker_died_error(on_error):
 
 @pytest.mark.timeout(60)
 def test_worker_killed_from_outside_while_busy():
-    pipe = Pipeline().stage(lambda x: time.sleep(0.05) or x, workers=2)
+    pipe = Pipeline().stage(sleep_then_return, workers=2)
     it = pipe.run(range(1000))
     assert next(it) == 0
     victim = pipe.statistics()[0].pids[1]
@@ -163,7 +168,8 @@ def test_memory_stays_bounded_when_last_stage_is_slow():
     pipe = (Pipeline()
             .stage(square, workers=2, kind="process", maxsize=4)
             .stage(lambda x: x, workers=2, kind="thread", maxsize=3)
-            .stage(lambda x: time.sleep(0.005) or x, workers=1, kind="thread", maxsize=2))
+            .stage(lambda x: sleep_then_return(x, 0.005), workers=1, kind="thread",
+                   maxsize=2))
     bound = sum(s.maxsize + s.workers * s.batch_size for s in pipe._specs)
     assert bound == (4 + 2) + (3 + 2) + (2 + 1)
     yielded = 0
@@ -188,17 +194,17 @@ def test_breaking_out_early_stops_everything():
         assert value == i * i
         if i == 20:
             break
-    it.close()  # type: ignore[attr-defined]
+    it.close()
     assert all(s.alive == 0 for s in pipe.statistics())
 
 
 def test_bad_arguments_raise_clearly():
     with pytest.raises(TypeError):
-        Pipeline().stage(42)  # type: ignore[arg-type]
+        Pipeline().stage(42)
     with pytest.raises(ValueError, match="kind"):
-        Pipeline().stage(square, kind="fiber")  # type: ignore[arg-type]
+        Pipeline().stage(square, kind="fiber")
     with pytest.raises(ValueError, match="on_error"):
-        Pipeline().stage(square, on_error="ignore")  # type: ignore[arg-type]
+        Pipeline().stage(square, on_error="ignore")
     with pytest.raises(ValueError, match="workers"):
         Pipeline().stage(square, workers=0)
     with pytest.raises(ValueError, match="maxsize"):
