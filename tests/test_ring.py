@@ -1,0 +1,350 @@
+"""The shared-memory ring (multitask._core._ring): behaviour, blocking, spills, attach, signals."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+from multitask._core._errors import ClosedError
+from multitask._core._ring import Ring, RingAttachError
+
+
+@pytest.fixture
+def ring():
+    r = Ring(4096)
+    yield r
+    r.close()
+
+
+def _mt_names(token: str) -> list[str]:
+    return [n for n in os.listdir("/dev/shm") if n.startswith(f"mt-{token}-")]
+
+
+def test_put_get_fifo_and_counters(ring):
+    msgs = [b"", b"a", b"hello world", bytes(range(256)) * 2, bytearray(b"xy"), memoryview(b"mv")]
+    for m in msgs:
+        assert ring.put(m) is True
+    assert ring.qsize() == len(msgs)
+    assert ring.write_count == len(msgs)
+    out = [ring.get() for _ in msgs]
+    assert out == [bytes(m) for m in msgs]
+    assert all(type(o) is bytes for o in out)
+    assert ring.qsize() == 0
+    assert ring.read_count == len(msgs)
+    assert ring.get(timeout=0) is None
+
+
+def test_records_wrap_around_the_end(ring):
+    # sizes chosen so records straddle the end of the data area many times
+    for i in range(2000):
+        data = bytes([i % 251]) * (i % 300)
+        assert ring.put(data, timeout=0)
+        assert ring.get(timeout=0) == data
+
+
+def test_full_ring_put_times_out_then_succeeds_after_get():
+    r = Ring(256, maxitems=3)
+    try:
+        assert all(r.put(b"x", timeout=0) for _ in range(3))
+        assert r.put(b"x", timeout=0) is False
+        t = time.monotonic()
+        assert r.put(b"x", timeout=0.2) is False
+        assert 0.15 < time.monotonic() - t < 2
+        assert r.get() == b"x"
+        assert r.put(b"y", timeout=0) is True
+        assert r.maxitems == 3 and r.capacity == 256
+    finally:
+        r.close()
+
+
+def test_byte_capacity_limits_puts():
+    r = Ring(256)
+    try:
+        n = 0
+        while r.put(b"z" * 40, timeout=0):  # 48-byte records
+            n += 1
+        assert n == 256 // 48
+        assert r.qsize() == n
+    finally:
+        r.close()
+
+
+def test_get_timeout_on_monotonic_clock(ring):
+    t = time.monotonic()
+    assert ring.get(timeout=0.2) is None
+    assert 0.15 < time.monotonic() - t < 2
+    assert ring.get_many(5, timeout=0.05) == []
+
+
+def test_blocking_get_is_woken_by_put_from_another_thread(ring):
+    out = []
+    th = threading.Thread(target=lambda: out.append(ring.get(timeout=10)))
+    th.start()
+    time.sleep(0.1)
+    ring.put(b"wake")
+    th.join(5)
+    assert out == [b"wake"]
+
+
+def test_blocking_put_is_woken_by_get_in_another_process():
+    r = Ring(256, maxitems=1)
+    try:
+        r.put(b"first")
+        pid = os.fork()
+        if pid == 0:  # child: consume after a delay
+            time.sleep(0.2)
+            r.get()
+            os._exit(0)
+        t = time.monotonic()
+        assert r.put(b"second", timeout=10) is True
+        assert time.monotonic() - t < 5
+        os.waitpid(pid, 0)
+        assert r.get() == b"second"
+    finally:
+        r.close()
+
+
+def test_put_many_get_many(ring):
+    items = [str(i).encode() for i in range(100)]
+    assert ring.put_many(items) == 100
+    got = ring.get_many(30)
+    assert got == items[:30]
+    rest = []
+    while len(rest) < 70:
+        rest += ring.get_many(1000, timeout=0)
+    assert rest == items[30:]
+    assert ring.get_many(3, timeout=0) == []
+
+
+def test_put_many_partial_on_timeout():
+    r = Ring(256, maxitems=5)
+    try:
+        assert r.put_many([b"a"] * 8, timeout=0) == 5
+        assert r.put_many([b"b"] * 2, timeout=0.05) == 0
+        assert r.get_many(10) == [b"a"] * 5
+    finally:
+        r.close()
+
+
+def test_put_many_blocks_until_consumers_make_room():
+    r = Ring(256, maxitems=4)
+    try:
+        pid = os.fork()
+        if pid == 0:
+            n = 0
+            while n < 50:
+                n += len(r.get_many(3, timeout=10))
+            os._exit(0 if n == 50 else 1)
+        assert r.put_many([b"%d" % i for i in range(50)], timeout=10) == 50
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        r.close()
+
+
+def test_large_messages_are_spilled_not_rejected(ring):
+    big = os.urandom(3 * ring.capacity)
+    assert ring.put(big)
+    assert len(_mt_names(ring.token)) == 1
+    got = ring.get()
+    assert isinstance(got, memoryview) and got.readonly
+    assert bytes(got) == big
+    assert _mt_names(ring.token) == []  # unlinked as soon as mapped
+
+
+def test_spill_in_batches(ring):
+    items = [b"s", os.urandom(5000), b"t", os.urandom(9000)]
+    assert ring.put_many(items) == 4
+    assert [bytes(x) for x in ring.get_many(10)] == items
+    assert _mt_names(ring.token) == []
+
+
+def test_unread_spilled_messages_released_by_last_close():
+    r = Ring(1024)
+    token = r.token
+    r.put(os.urandom(4000))
+    r.put_many([os.urandom(3000), b"small"])
+    assert len(_mt_names(token)) == 2
+    discarded = []
+    r.on_discard = lambda payload: discarded.append(bytes(payload))
+    r.close()
+    assert _mt_names(token) == []
+    assert len(discarded) == 3 and discarded[2] == b"small"
+
+
+def test_spill_not_put_on_timeout_is_released():
+    r = Ring(256, maxitems=1)
+    try:
+        r.put(b"x")
+        assert r.put(os.urandom(1000), timeout=0) is False
+        assert r.put_many([os.urandom(1000), b"y"], timeout=0) == 0
+        assert _mt_names(r.token) == []
+    finally:
+        r.close()
+
+
+@pytest.mark.parametrize("kwargs, exc", [
+    ({"capacity": 10}, ValueError),
+    ({"capacity": -1}, ValueError),
+    ({"capacity": "big"}, TypeError),
+    ({"maxitems": -1}, ValueError),
+    ({"maxitems": 1.5}, TypeError),
+])
+def test_bad_constructor_values(kwargs, exc):
+    with pytest.raises(exc):
+        Ring(**kwargs)
+
+
+def test_bad_call_values(ring):
+    with pytest.raises(ValueError):
+        ring.get(timeout=-1)
+    with pytest.raises(ValueError):
+        ring.put(b"x", timeout=-0.5)
+    with pytest.raises(ValueError):
+        ring.get_many(0)
+    with pytest.raises(TypeError):
+        ring.put("not bytes")
+    with pytest.raises(TypeError):
+        ring.put_many([b"ok", 3])
+    # a batch with a bad item is rejected before anything is put
+    assert ring.get_many(10, timeout=0) == []
+
+
+def test_use_after_close_raises_closed_error():
+    r = Ring(256)
+    r.close()
+    r.close()  # idempotent
+    for call in (lambda: r.put(b"x"), r.get, lambda: r.get_many(1), r.qsize,
+                 lambda: r.write_count, lambda: pickle.dumps(r)):
+        with pytest.raises(ClosedError):
+            call()
+    assert isinstance(ClosedError("x"), ValueError)
+
+
+def test_close_wakes_a_thread_blocked_in_get():
+    r = Ring(256)
+    errors = []
+
+    def waiter():
+        try:
+            r.get(timeout=30)
+        except ClosedError as exc:
+            errors.append(exc)
+
+    th = threading.Thread(target=waiter)
+    th.start()
+    time.sleep(0.1)
+    r.close()
+    th.join(5)
+    assert not th.is_alive() and len(errors) == 1
+
+
+def test_pickle_attaches_same_ring_in_this_process(ring):
+    other = pickle.loads(pickle.dumps(ring))
+    try:
+        other.put(b"via /proc")
+        assert ring.get() == b"via /proc"
+        assert other.token == ring.token
+    finally:
+        other.close()
+    ring.put(b"still works")
+    assert ring.get() == b"still works"
+
+
+def test_attach_fails_clearly_when_sender_is_gone():
+    r = Ring(256)
+    state = pickle.dumps(r)
+    # forge the pickled pid into one that cannot exist
+    fn, (token, _dupfd, _pid, fd) = r.__reduce__()
+    r._pending(-2)
+    r.close()
+    with pytest.raises(RingAttachError, match="cannot attach"):
+        fn(token, None, 2**22 + 12345, fd)
+    assert state
+
+
+SPAWN_CHILD = textwrap.dedent("""
+    import pickle, sys
+    ring = pickle.loads(sys.stdin.buffer.read())
+    ring.put(b"from an unrelated process")
+    ring.close()
+""")
+
+
+def test_unrelated_process_attaches_through_proc(ring):
+    data = pickle.dumps(ring)
+    subprocess.run([sys.executable, "-c", SPAWN_CHILD], input=data, check=True, timeout=30)
+    assert ring.get(timeout=5) == b"from an unrelated process"
+
+
+def test_joinable_counter():
+    r = Ring(1024, joinable=True)
+    try:
+        r.put_many([b"a", b"b"])
+        r.put(b"c")
+        assert r.unfinished == 3
+        assert r.join(timeout=0.05) is False
+        for _ in range(3):
+            r.get()
+            r.task_done()
+        assert r.join(timeout=0) is True
+        with pytest.raises(ValueError):
+            r.task_done()
+    finally:
+        r.close()
+
+
+CTRL_C_CHILD = textwrap.dedent("""
+    import sys
+    from multitask._core._ring import Ring
+    r = Ring(4096)
+    print("ready", flush=True)
+    r.get()
+""")
+
+
+def test_ctrl_c_interrupts_blocked_get_promptly():
+    p = subprocess.Popen([sys.executable, "-c", CTRL_C_CHILD], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    try:
+        assert p.stdout is not None and p.stdout.readline().strip() == b"ready"
+        time.sleep(0.1)
+        t = time.monotonic()
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=10)
+        assert time.monotonic() - t < 2
+        assert b"KeyboardInterrupt" in err
+        assert p.returncode != 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def test_signal_handler_that_does_not_raise_keeps_waiting():
+    got = []
+
+    def handler(signum, frame):
+        got.append(signum)
+
+    old = signal.signal(signal.SIGUSR1, handler)
+    r = Ring(256)
+    try:
+        timer = threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGUSR1))
+        timer.start()
+        t = time.monotonic()
+        assert r.get(timeout=0.5) is None
+        assert time.monotonic() - t >= 0.45  # kept waiting the remaining time
+        assert got == [signal.SIGUSR1]
+        timer.join()
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+        r.close()
