@@ -256,20 +256,23 @@ def _parser() -> argparse.ArgumentParser:
     top.add_argument("--interval", type=float, default=0.5, help="seconds between refreshes")
     top.set_defaults(func=cmd_top)
 
-    demo = sub.add_parser("demo", help="run the guided demo")
-    demo.add_argument("rest", nargs=argparse.REMAINDER)
-    demo.set_defaults(func=cmd_demo)
+    # demo and bench pass every further argument through (see main()).
+    demo = sub.add_parser("demo", help="run the guided demo (arguments are passed on)")
+    demo.set_defaults(func=cmd_demo, passthrough=True)
 
-    bench = sub.add_parser("bench", help="run the benchmark suite (source checkout only)")
-    bench.add_argument("rest", nargs=argparse.REMAINDER)
-    bench.set_defaults(func=cmd_bench)
+    bench = sub.add_parser("bench", help="run the benchmark suite (source checkout only; "
+                                         "arguments are passed on)")
+    bench.set_defaults(func=cmd_bench, passthrough=True)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``multitask`` console script; returns the exit status."""
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if rest and not getattr(args, "passthrough", False):
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.rest = rest
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
