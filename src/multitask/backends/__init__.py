@@ -1,0 +1,129 @@
+"""Backends: where a Pool's tasks actually run.
+
+A :class:`~multitask.pool.Pool` is a front end (the stdlib API, chunking, ordering of results,
+progress, error reporting, statistics) over one *backend* that owns the workers.  Backends are
+modules behind the :class:`Backend` interface, loaded by name so that optional extras (Ray) are
+only imported when asked for (the anyio ``_backends`` layout)::
+
+    Pool(backend="process")   multitask.backends.process   worker processes on shared-memory rings
+    Pool(backend="thread")    multitask.backends.thread    threads in this process (I/O-bound work)
+    Pool(backend="ray")       multitask.backends.ray       Ray actors, one machine or a cluster
+
+The default is ``"process"``, or the value of the environment variable ``MULTITASK_BACKEND``.
+
+The contract between the front end and a backend:
+
+* the front end creates :class:`~multitask.pool._jobs.Job` objects and calls :meth:`Backend.submit`
+  with each; the backend pulls tasks from jobs with ``job.next_task()`` when a worker has room,
+  so chunk sizes adapt to what has been measured so far;
+* the backend reports every task exactly once, through ``task.job.task_done(task, ok, value,
+  started, finished, worker, pid)`` -- ``ok=False`` with an exception as ``value`` for an error,
+  a dead worker (:class:`~multitask.WorkerDiedError`) or a timeout
+  (:class:`~multitask.TaskTimeoutError`); it never drops a task silently;
+* ``close``/``join``/``terminate`` follow the stdlib Pool's meaning.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..pool._jobs import Job
+    from ..pool._stats import WorkerStatistics
+
+BACKENDS: dict[str, str] = {
+    "process": "multitask.backends.process",
+    "thread": "multitask.backends.thread",
+    "ray": "multitask.backends.ray",
+}
+
+
+class Backend(abc.ABC):
+    """The worker side of a Pool.  One instance per Pool."""
+
+    #: the name used in ``Pool(backend=...)``
+    name: str = ""
+
+    def __init__(self, *, processes: int, initializer: Callable[..., Any] | None,
+                 initargs: tuple, maxtasksperchild: int | None, context: Any,
+                 task_timeout: float | None, nice: int | None,
+                 cpu_affinity: Any, options: dict[str, Any]) -> None:
+        self.processes = processes
+        self.initializer = initializer
+        self.initargs = initargs
+        self.maxtasksperchild = maxtasksperchild
+        self.context = context
+        self.task_timeout = task_timeout
+        self.nice = nice
+        self.cpu_affinity = cpu_affinity
+        self.options = options
+
+    @abc.abstractmethod
+    def start(self) -> None:
+        """Start the workers.  Raises if they cannot be started."""
+
+    def prepare(self, job: Job) -> None:
+        """Called in the submitting thread before ``submit`` for apply-style jobs.
+
+        A backend that must serialize arguments does it here, so that an argument that cannot be
+        sent raises :class:`multitask.SerializationError` from the call that passed it.
+        """
+        return None
+
+    @abc.abstractmethod
+    def submit(self, job: Job) -> None:
+        """Accept a job; its tasks are pulled with ``job.next_task()`` as workers have room.
+
+        Never blocks on workers.  Called by any thread of the parent.
+        """
+
+    @abc.abstractmethod
+    def wake(self) -> None:
+        """A job that had no task ready (its input is fed lazily) has some now: dispatch."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """No new jobs will come; workers exit once every accepted task is done."""
+
+    @abc.abstractmethod
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the workers to exit after close()/terminate(); True if they did."""
+
+    @abc.abstractmethod
+    def terminate(self) -> None:
+        """Stop the workers now; tasks not finished are failed with ClosedError. Never hangs."""
+
+    @abc.abstractmethod
+    def worker_statistics(self) -> tuple[WorkerStatistics, ...]:
+        """A snapshot of every worker slot."""
+
+    @property
+    def workers_replaced(self) -> int:
+        return 0
+
+
+def default_backend() -> str:
+    """The backend used when ``Pool(backend=None)``: ``$MULTITASK_BACKEND`` or ``"process"``."""
+    return os.environ.get("MULTITASK_BACKEND", "").strip().lower() or "process"
+
+
+def load_backend(name: str | None) -> type[Backend]:
+    """Import the backend module for ``name`` and return its Backend class.
+
+    Raises ValueError for an unknown name and ImportError (with the extra to install) when the
+    backend's optional dependency is missing.
+    """
+    if name is None:
+        name = default_backend()
+    if not isinstance(name, str):
+        raise TypeError(f"backend must be a string, not {type(name).__name__}")
+    module_name = BACKENDS.get(name.lower())
+    if module_name is None:
+        raise ValueError(f"unknown backend {name!r}; choose one of {sorted(BACKENDS)}")
+    module = importlib.import_module(module_name)
+    cls: type[Backend] = module.BACKEND
+    return cls

@@ -1,0 +1,320 @@
+"""What runs in the child processes of the process backend: the zygote and the worker loop.
+
+The zygote
+----------
+A Pool starts one *zygote* process (by the pool's start method), and the zygote forks every worker,
+the first ones and every replacement.  The zygote is single-threaded and does nothing but fork,
+reap and report, so a replacement worker is never forked from a multi-threaded process (the pool's
+parent has a result thread and a watcher thread, and the user's program may have more: forking it
+could deadlock on a lock some other thread held -- CPython gh-84559, gh-100228).  Under ``spawn``
+the zygote also makes replacements cheap: they are forks of a warm interpreter, not new ones.
+
+Zygote protocol (multiprocessing Connections):
+    parent -> zygote   ("spawn", idx, inbound_ring)  |  ("kill", pid, signum)  |  ("killall",)
+                       | ("exit",)
+    zygote -> parent   ("started", idx, pid)  |  ("exited", idx, pid, exitcode)
+The zygote watches an "alive" pipe whose write end only the parent holds; EOF means the parent is
+gone (even SIGKILLed), and the zygote kills its workers and exits.  Workers get the parent-death
+signal from the zygote (single-threaded, so the thread caveat of PR_SET_PDEATHSIG cannot bite).
+
+The worker loop
+---------------
+Inbound messages (parent -> this worker's ring)::
+
+    b"T" + u16 count + pad, then per task: u64 task_id, u32 func_id, u8 mode, 3 pad, u32 len,
+         followed by ``len`` bytes of the task's data, serialized by ``_serialize.dumps``
+    b"F" + pad + u32 func_id + cloudpickled function      (cached until b"X")
+    b"X" + pad + u32 func_id                               (forget a cached function)
+    b"Q"                                                   (flush and exit)
+
+Outbound messages (all workers -> the pool's shared result ring)::
+
+    b"R" + u16 count + u32 worker index, then per result: u64 task_id, u8 status, 3 pad,
+         u32 len, f64 started, f64 finished, followed by ``len`` bytes
+         status 0: the value (serialized); 1: the task raised -- a plain pickle of (serialized
+         exception or None, traceback text, type name, message); 2: the result could not be
+         serialized -- same shape
+    b"I" + pad + u32 worker index + serialized error info: the initializer raised
+
+Before running a task the worker writes its id and start time into its slot (``_slots``); it clears
+the slot after flushing results.  Results are flushed at the end of each batch of inbound messages
+and whenever the oldest unflushed result is older than 1 ms, so cheap tasks travel in batches and
+slow ones are reported at once.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import selectors
+import signal
+import struct
+import sys
+import time
+import traceback
+from typing import Any
+
+from .._core import _serialize
+from .._core._errors import SerializationError
+
+TASK_HDR = struct.Struct("<QIB3xI")      # task_id, func_id, mode, len
+RES_HDR = struct.Struct("<QB3xIdd")      # task_id, status, len, started, finished
+BATCH_HDR = struct.Struct("<cxHI")       # kind, count, worker index / func id
+FUNC_HDR = struct.Struct("<c3xI")        # kind, func id
+
+ST_OK = 0
+ST_RAISED = 1
+ST_UNSERIALIZABLE = 2
+
+MODE_CALL = 0
+MODE_MAP = 1
+MODE_STARMAP = 2
+
+_FLUSH_AFTER = 0.001
+
+
+def error_info(exc: BaseException, what: str | None = None) -> bytes:
+    """Serialize an exception for the parent.
+
+    The exception itself is pickled separately from its description, so that a parent which
+    cannot unpickle it (its class is unknown there, its ``__reduce__`` raises...) still gets the
+    type name, message and worker traceback: the outer layer holds only strings and bytes.
+    """
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    tname = f"{type(exc).__module__}.{type(exc).__qualname__}"
+    text = what or str(exc)
+    try:
+        exc_bytes: bytes | None = _serialize.dumps(exc)
+    except BaseException:
+        exc_bytes = None
+    return pickle.dumps((exc_bytes, tb, tname, text), protocol=5)
+
+
+# ---------------------------------------------------------------------------------------------
+# worker
+# ---------------------------------------------------------------------------------------------
+
+def worker_main(idx: int, inbound: Any, outbound: Any, slots: Any, initializer: Any,
+                initargs: tuple) -> None:
+    """Run tasks from ``inbound`` until a quit message; never returns normally (os._exit)."""
+    if initializer is not None:
+        try:
+            initializer(*initargs)
+        except BaseException as exc:
+            outbound.put(FUNC_HDR.pack(b"I", idx) + error_info(exc), None)
+            os._exit(3)
+    funcs: dict[int, Any] = {}
+    func_errors: dict[int, BaseException] = {}
+    out: list[bytes] = []
+    first_unflushed = 0.0
+    pack_res = RES_HDR.pack
+    unpack_task = TASK_HDR.unpack_from
+    loads = _serialize.loads
+    dumps = _serialize.dumps
+    monotonic = time.monotonic
+    slot_set = slots.set
+
+    def flush() -> None:
+        nonlocal out
+        if out:
+            outbound.put(BATCH_HDR.pack(b"R", len(out) // 2, idx) + b"".join(out), None)
+            out = []
+            slots.clear(idx)
+
+    while True:
+        msgs = inbound.get_many(32, None)
+        for msg in msgs:
+            kind = msg[0:1]
+            if kind == b"T":
+                view = memoryview(msg)
+                _, count, _ = BATCH_HDR.unpack_from(view, 0)
+                off = BATCH_HDR.size
+                for _ in range(count):
+                    task_id, func_id, mode, n = unpack_task(view, off)
+                    off += TASK_HDR.size
+                    data = view[off:off + n]
+                    off += n
+                    t0 = monotonic()
+                    slot_set(idx, task_id, t0)
+                    status = ST_OK
+                    try:
+                        fn = funcs.get(func_id)
+                        if fn is None:
+                            raise func_errors.get(func_id) or SerializationError(
+                                f"function #{func_id} was not sent to this worker")
+                        try:
+                            payload = loads(data)
+                        except BaseException as exc:
+                            raise SerializationError(
+                                f"the task's arguments could not be unpickled in the worker: "
+                                f"{type(exc).__name__}: {exc}") from exc
+                        if mode == MODE_CALL:
+                            value = fn(*payload[0], **payload[1])
+                        elif mode == MODE_MAP:
+                            value = list(map(fn, payload))
+                        else:
+                            value = [fn(*args) for args in payload]
+                    except BaseException as exc:
+                        status = ST_RAISED
+                        body = error_info(exc)
+                    else:
+                        try:
+                            body = dumps(value)
+                        except BaseException as exc:
+                            status = ST_UNSERIALIZABLE
+                            body = error_info(exc, f"the result of the task could not be "
+                                                   f"pickled: {type(exc).__name__}: {exc}")
+                        value = None
+                    t1 = monotonic()
+                    out.append(pack_res(task_id, status, len(body), t0, t1))
+                    out.append(body)
+                    if len(out) == 2:
+                        first_unflushed = t0
+                    if t1 - first_unflushed > _FLUSH_AFTER:
+                        flush()
+            elif kind == b"F":
+                _, func_id = FUNC_HDR.unpack_from(msg, 0)
+                try:
+                    funcs[func_id] = pickle.loads(memoryview(msg)[FUNC_HDR.size:])
+                    func_errors.pop(func_id, None)
+                except BaseException as exc:
+                    func_errors[func_id] = SerializationError(
+                        f"the function could not be unpickled in the worker: "
+                        f"{type(exc).__name__}: {exc}")
+            elif kind == b"X":
+                _, func_id = FUNC_HDR.unpack_from(msg, 0)
+                funcs.pop(func_id, None)
+                func_errors.pop(func_id, None)
+            elif kind == b"Q":
+                flush()
+                _exit_worker(inbound, outbound)
+        flush()
+
+
+def _exit_worker(inbound: Any, outbound: Any) -> None:
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:
+        pass
+    os._exit(0)
+
+
+# ---------------------------------------------------------------------------------------------
+# zygote
+# ---------------------------------------------------------------------------------------------
+
+def zygote_main(cmd: Any, report: Any, alive: Any, outbound: Any, slots: Any,
+                initializer: Any, initargs: tuple, nice: int | None, cpu_affinity: Any,
+                parent_pid: int) -> None:
+    """Fork, reap and report workers until told to exit or the parent dies."""
+    from .._core import _spawn
+
+    # Ctrl-C goes to the whole foreground process group; only the parent should see it
+    # (one KeyboardInterrupt, no worker tracebacks -- CPython gh-125886).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _spawn.set_parent_death_signal(parent_pid, signal.SIGKILL, sentinel=alive.fileno())
+    if nice is not None or cpu_affinity is not None:
+        _spawn.apply_child_settings(nice, cpu_affinity)
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    os.set_blocking(wake_r, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    sel = selectors.DefaultSelector()
+    sel.register(cmd, selectors.EVENT_READ, "cmd")
+    sel.register(alive, selectors.EVENT_READ, "alive")
+    sel.register(wake_r, selectors.EVENT_READ, "chld")
+    children: dict[int, int] = {}
+    exiting = False
+    my_pid = os.getpid()
+
+    def reap() -> None:
+        while children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            idx = children.pop(pid, None)
+            if idx is not None:
+                report.send(("exited", idx, pid, os.waitstatus_to_exitcode(status)))
+
+    while True:
+        for key, _ in sel.select():
+            what = key.data
+            if what == "chld":
+                try:
+                    while os.read(wake_r, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+                reap()
+            elif what == "alive":
+                # The parent is gone: nobody will collect results; stop everything now.
+                for pid in children:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                os._exit(0)
+            else:
+                try:
+                    msg = cmd.recv()
+                except (EOFError, OSError):
+                    msg = ("killall",)
+                op = msg[0]
+                if op == "spawn":
+                    _, idx, ring = msg
+                    pid = os.fork()
+                    if pid == 0:
+                        try:
+                            sel.close()
+                            os.close(wake_r)
+                            os.close(wake_w)
+                            signal.set_wakeup_fd(-1)
+                            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                            cmd.close()
+                            report.close()
+                            alive.close()
+                            _spawn.set_parent_death_signal(my_pid, signal.SIGKILL)
+                            worker_main(idx, ring, outbound, slots, initializer, initargs)
+                        finally:
+                            os._exit(1)
+                    children[pid] = idx
+                    ring.close()
+                    report.send(("started", idx, pid))
+                elif op == "kill":
+                    _, pid, signum = msg
+                    if pid in children:  # never signal a pid we have already reaped
+                        try:
+                            os.kill(pid, signum)
+                        except ProcessLookupError:
+                            pass
+                elif op in ("killall", "exit"):
+                    exiting = True
+                    if op == "killall":
+                        for pid in children:
+                            try:
+                                os.kill(pid, signal.SIGKILL)
+                            except ProcessLookupError:
+                                pass
+        if exiting:
+            # Wait (bounded by the children's own exit) for every worker to be reaped and
+            # reported, so the parent learns every exit code before the zygote goes.
+            deadline = time.monotonic() + 5.0
+            while children and time.monotonic() < deadline:
+                for key, _ in sel.select(max(0.0, deadline - time.monotonic())):
+                    if key.data == "chld":
+                        try:
+                            while os.read(wake_r, 512):
+                                pass
+                        except BlockingIOError:
+                            pass
+                        reap()
+                    elif key.data == "alive":
+                        break
+            for pid in children:
+                os.kill(pid, signal.SIGKILL)
+            os._exit(0)

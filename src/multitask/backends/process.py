@@ -1,0 +1,772 @@
+"""The default backend: worker processes fed through shared-memory rings.
+
+Data flow of one task (see also ``multitask.pool``'s docstring)::
+
+    caller thread                      worker process                  parent's result thread
+    -------------                      --------------                  ----------------------
+    apply_async(f, args)
+      args serialized now (errors raise here)
+      Job -> _pending; _dispatch():
+        pick the worker with most room
+        [F msg once per worker], T msg --> worker's inbound ring
+        task appended to worker.inflight       get_many() -> slot := task
+                                               run f, serialize result
+                                               R msg --> shared result ring --> get_many()
+                                               (flush; slot := 0)                 pop worker.inflight
+                                                                                  _dispatch() more
+                                                                                  job.task_done()
+                                                                                    -> AsyncResult._set
+
+The parent always knows which worker holds which task (``worker.inflight``, in the order they
+were sent; results come back in that order).  When a worker dies, its zygote reports the exit;
+the watcher thread posts a ``D`` message into the result ring *after* everything the worker
+flushed, and the result thread settles its inflight tasks exactly: tasks whose result arrived are
+done; the task in the worker's slot and the ones before it (run, results not flushed) fail with
+:class:`WorkerDiedError` (or :class:`TaskTimeoutError` if the watcher killed it for overrunning
+``task_timeout``); tasks after it were never started and are given to another worker.  Then the
+slot gets a fresh worker from the zygote.
+
+Threads in the parent: the *result thread* (blocks in the result ring, settles tasks, dispatches)
+and the *watcher thread* (blocks in ``select`` on the zygote's reports, enforces timeouts).  The
+caller's thread dispatches directly, so a round trip costs two wake-ups, not the stdlib's four
+thread hand-offs.
+"""
+
+from __future__ import annotations
+
+import collections
+import multiprocessing
+import os
+import pickle
+import selectors
+import signal
+import struct
+import threading
+import time
+from typing import Any
+
+import cloudpickle
+
+from .._core import _serialize
+from .._core._errors import (
+    ClosedError,
+    ProcessError,
+    RemoteError,
+    RemoteTraceback,
+    SerializationError,
+    TaskTimeoutError,
+    WorkerDiedError,
+)
+from .._core._ring import Ring
+from ..pool._jobs import Job, Task
+from ..pool._stats import TaskInfo, WorkerStatistics
+from . import Backend
+from ._slots import Slots
+from ._worker import (
+    BATCH_HDR,
+    FUNC_HDR,
+    RES_HDR,
+    ST_OK,
+    ST_RAISED,
+    TASK_HDR,
+    zygote_main,
+)
+
+_INBOUND_CAPACITY = 1 << 22     # bytes per worker ring (larger messages spill to their own segment)
+_OUTBOUND_CAPACITY = 1 << 23
+_MAX_BATCH = 64                 # tasks per inbound message
+_PREFETCH_SECONDS = 0.002       # keep about this much work queued per worker
+_MAX_PREFETCH = 256
+_FUNC_CACHE = 256               # distinct functions kept serialized / cached in workers
+_DIED = struct.Struct("<cxxxIii")   # b"D", worker idx, pid, exitcode
+_STARTED = struct.Struct("<cxxxIi")  # b"S", worker idx, pid
+
+
+class _Worker:
+    """The parent's record of one worker slot (the slot index survives replacements)."""
+
+    __slots__ = ("idx", "pid", "ring", "inflight", "funcs", "forget", "state", "tasks_done",
+                 "tasks_failed", "started", "quota", "quitting")
+
+    def __init__(self, idx: int, ring: Ring, quota: int | None) -> None:
+        self.idx = idx
+        self.pid: int | None = None
+        self.ring = ring
+        self.inflight: collections.deque[Task] = collections.deque()
+        self.funcs: set[int] = set()     # function ids this worker has cached
+        self.forget: list[int] = []      # ids it should drop (evicted from the parent's cache)
+        self.state = "starting"
+        self.tasks_done = 0
+        self.tasks_failed = 0
+        self.started = time.time()
+        self.quota = quota          # tasks it may still be sent (maxtasksperchild)
+        self.quitting = False
+
+
+class _Sends:
+    """Work decided under the lock, carried out after it is released."""
+
+    __slots__ = ("puts", "failures")
+
+    def __init__(self) -> None:
+        self.puts: list[tuple[_Worker, list[bytes]]] = []
+        self.failures: list[tuple[Task, BaseException]] = []
+
+    def extend(self, other: _Sends) -> None:
+        self.puts.extend(other.puts)
+        self.failures.extend(other.failures)
+
+
+class ProcessBackend(Backend):
+    name = "process"
+
+    # -- start -----------------------------------------------------------------------------
+    def start(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: collections.deque[Job | _Redo] = collections.deque()
+        self._starved: list[Job | _Redo] = []
+        self._closing = False
+        self._terminated = False
+        self._stopped = False
+        self._broken: BaseException | None = None
+        self._replaced = 0
+        self._funcs: collections.OrderedDict[int, tuple[Any, int, bytes]] = (
+            collections.OrderedDict())
+        self._func_ids = 0
+        self._task_seconds = 0.0      # EWMA of measured task time, for prefetch depth
+        self._timed_out: dict[int, tuple[int, float]] = {}   # pid -> (task id, timeout)
+        self._all_exited = threading.Event()
+        self._outbound = Ring(_OUTBOUND_CAPACITY)
+        self._slots = Slots(self.processes)
+        self._workers = [_Worker(i, Ring(_INBOUND_CAPACITY), self.maxtasksperchild)
+                         for i in range(self.processes)]
+
+        method = self.context.get_start_method() if self.context is not None else "fork"
+        # Forking a multi-threaded parent can deadlock the child (gh-84559): the zygote is forked
+        # only from a single-threaded parent, and started through a forkserver otherwise.
+        if method == "fork" and threading.active_count() > 1:
+            method = "forkserver"
+        mpctx = multiprocessing.get_context(method)
+        cmd_r, self._cmd = mpctx.Pipe(duplex=False)
+        self._report, report_w = mpctx.Pipe(duplex=False)
+        alive_r, self._alive = mpctx.Pipe(duplex=False)
+        self._zygote = mpctx.Process(
+            target=zygote_main, name="multitask-zygote", daemon=True,
+            args=(cmd_r, report_w, alive_r, self._outbound, self._slots, self.initializer,
+                  self.initargs, self.nice, self.cpu_affinity, os.getpid()))
+        self._zygote.start()
+        cmd_r.close()
+        report_w.close()
+        alive_r.close()
+        for w in self._workers:
+            self._cmd.send(("spawn", w.idx, w.ring))
+
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        self._result_thread = threading.Thread(target=self._result_loop, daemon=True,
+                                               name="multitask-results")
+        self._watch_thread = threading.Thread(target=self._watch_loop, daemon=True,
+                                              name="multitask-watcher")
+        self._result_thread.start()
+        self._watch_thread.start()
+
+    # -- submitting --------------------------------------------------------------------------
+    def submit(self, job: Job) -> None:
+        with self._lock:
+            if self._broken is not None:
+                raise self._broken
+            self._pending.append(job)
+            sends = self._dispatch_locked()
+        self._send(sends)
+
+    def prepare(self, job: Job) -> None:
+        task = getattr(job, "task", None)
+        if task is not None and task.wire is None:
+            try:
+                task.wire = _serialize.dumps(task.data)
+            except BaseException as exc:
+                raise _as_serialization_error(
+                    exc, f"the arguments of {job.function_name}") from exc
+
+    def wake(self) -> None:
+        with self._lock:
+            if self._starved:
+                self._pending.extend(self._starved)
+                self._starved.clear()
+            sends = self._dispatch_locked()
+        self._send(sends)
+
+    def _room(self, w: _Worker) -> int:
+        if w.state not in ("starting", "running") or w.quitting:
+            return 0
+        est = self._task_seconds
+        depth = 2 if est <= 0 else max(2, min(_MAX_PREFETCH, int(_PREFETCH_SECONDS / est) + 1))
+        room = depth - len(w.inflight)
+        if w.quota is not None:
+            room = min(room, w.quota)
+        return room
+
+    def _dispatch_locked(self) -> _Sends:
+        """Hand pending tasks to workers with room (under ``_lock``).
+
+        Nothing that can block or run user code happens here: the messages are returned and put
+        into the rings by :meth:`_send` after the lock is released, and tasks whose input cannot
+        be serialized are returned as failures to report then.
+        """
+        sends = _Sends()
+        if not self._pending or self._terminated:
+            return sends
+        for w in sorted(self._workers, key=lambda w: len(w.inflight)):
+            room = self._room(w)
+            if room <= 0:
+                continue
+            msgs: list[bytes] = []
+            tasks: list[Task] = []
+            parts: list[bytes] = []
+            while len(tasks) < room and self._pending:
+                source = self._pending[0]
+                task = source.next_task()
+                if task is None:
+                    self._pending.popleft()
+                    if not source.exhausted:
+                        self._starved.append(source)  # type: ignore[arg-type]
+                    continue
+                job = task.job
+                try:
+                    fid, fmsgs = self._function_locked(job.fn, w)
+                    if task.wire is None:
+                        task.wire = _serialize.dumps(task.data)
+                except BaseException as exc:
+                    # This task's input cannot cross to a worker: fail its call, not the pool.
+                    sends.failures.append((task, _as_serialization_error(
+                        exc, f"the arguments of {job.function_name}")))
+                    continue
+                if fmsgs:
+                    if parts:
+                        msgs.append(BATCH_HDR.pack(b"T", len(parts) // 2, 0) + b"".join(parts))
+                        parts = []
+                    msgs.extend(fmsgs)
+                parts.append(TASK_HDR.pack(task.id, fid, job.mode, len(task.wire)))
+                parts.append(task.wire)
+                task.worker = w.idx
+                task.dispatched = time.monotonic()
+                tasks.append(task)
+                if len(parts) >= 2 * _MAX_BATCH:
+                    msgs.append(BATCH_HDR.pack(b"T", len(parts) // 2, 0) + b"".join(parts))
+                    parts = []
+            if parts:
+                msgs.append(BATCH_HDR.pack(b"T", len(parts) // 2, 0) + b"".join(parts))
+            if tasks:
+                w.inflight.extend(tasks)
+                if w.quota is not None:
+                    w.quota -= len(tasks)
+                    if w.quota <= 0:
+                        w.quitting = True   # maxtasksperchild: exit after these
+                        msgs.append(b"Q")
+            if msgs:
+                sends.puts.append((w, msgs))
+            if not self._pending:
+                break
+        return sends
+
+    def _send(self, sends: _Sends) -> None:
+        """Put dispatched messages into the rings and report failures; never under ``_lock``."""
+        for w, msgs in sends.puts:
+            try:
+                # Prefetch is bounded, so these fit; larger messages spill inside Ring.put.
+                if len(msgs) == 1:
+                    w.ring.put(msgs[0], None)
+                else:
+                    w.ring.put_many(msgs, None)
+            except ClosedError:
+                pass  # the worker died meanwhile; its death settles these tasks
+        for task, exc in sends.failures:
+            task.job.task_done(task, False, exc, 0.0, 0.0, -1, None)
+
+    def _function_locked(self, fn: Any, w: _Worker) -> tuple[int, list[bytes]]:
+        """The function's id, and the messages worker ``w`` needs before using it."""
+        key = id(fn)
+        entry = self._funcs.get(key)
+        msgs: list[bytes] = []
+        if entry is None or entry[0] is not fn:
+            self._func_ids += 1
+            entry = (fn, self._func_ids, _dumps_function(fn))
+            self._funcs[key] = entry
+            if len(self._funcs) > _FUNC_CACHE:
+                _, (_, old_id, _) = self._funcs.popitem(last=False)
+                for other in self._workers:
+                    other.funcs.discard(old_id)
+                    other.forget.append(old_id)
+        else:
+            self._funcs.move_to_end(key)
+        if w.forget:
+            msgs.extend(FUNC_HDR.pack(b"X", old) for old in w.forget)
+            w.forget.clear()
+        fid = entry[1]
+        if fid not in w.funcs:
+            w.funcs.add(fid)
+            msgs.append(FUNC_HDR.pack(b"F", fid) + entry[2])
+        return fid, msgs
+
+    # -- results -----------------------------------------------------------------------------
+    def _result_loop(self) -> None:
+        get_many = self._outbound.get_many
+        while True:
+            msgs = get_many(256, None)
+            for msg in msgs:
+                kind = msg[0:1]
+                if kind == b"R":
+                    self._on_results(memoryview(msg))
+                elif kind == b"D":
+                    _, idx, pid, code = _DIED.unpack_from(msg, 0)
+                    self._on_death(idx, pid, code)
+                elif kind == b"S":
+                    _, idx, pid = _STARTED.unpack_from(msg, 0)
+                    with self._lock:
+                        w = self._workers[idx]
+                        w.pid = pid
+                        if w.state == "starting":
+                            w.state = "running"
+                    self.pool_notify()
+                elif kind == b"I":
+                    _, idx = FUNC_HDR.unpack_from(msg, 0)
+                    self._on_initializer_failed(memoryview(msg)[FUNC_HDR.size:])
+                elif kind == b"Z":
+                    self._on_zygote_lost()
+                elif kind == b"E":   # end of the result thread (join/terminate)
+                    return
+
+    def _on_results(self, view: memoryview) -> None:
+        _, count, idx = BATCH_HDR.unpack_from(view, 0)
+        off = BATCH_HDR.size
+        done: list[tuple[Task, int, memoryview, float, float]] = []
+        with self._lock:
+            w = self._workers[idx]
+            inflight = w.inflight
+            for _ in range(count):
+                task_id, status, n, t0, t1 = RES_HDR.unpack_from(view, off)
+                off += RES_HDR.size
+                body = view[off:off + n]
+                off += n
+                # Results come back in the order tasks were sent to this worker.
+                while inflight and inflight[0].id != task_id:
+                    # Cannot happen unless a message was lost; never leave a task hanging.
+                    lost = inflight.popleft()
+                    done.append((lost, -1, body, 0.0, 0.0))
+                if not inflight:
+                    continue
+                task = inflight.popleft()
+                done.append((task, status, body, t0, t1))
+                w.tasks_done += 1
+                if status != ST_OK:
+                    w.tasks_failed += 1
+                dt = t1 - t0
+                self._task_seconds = dt if self._task_seconds == 0 else (
+                    0.8 * self._task_seconds + 0.2 * dt)
+            pid = w.pid
+            sends = self._dispatch_locked()
+            self._maybe_quit_locked(sends)
+        self._send(sends)
+        for task, status, body, t0, t1 in done:
+            if status == -1:
+                task.job.task_done(task, False, ProcessError(
+                    "internal error: the worker skipped this task's result"), 0.0, 0.0, idx, pid)
+                continue
+            ok = status == ST_OK
+            try:
+                value = _serialize.loads(body) if ok else _remote_exception(body)
+            except BaseException as exc:
+                ok = False
+                value = SerializationError(
+                    f"the result of {task.job.function_name} could not be unpickled in the "
+                    f"parent: {type(exc).__name__}: {exc}")
+                value.__cause__ = exc
+            task.wire = None
+            task.job.task_done(task, ok, value, t0, t1, idx, pid)
+
+    def _on_death(self, idx: int, pid: int, exitcode: int) -> None:
+        failed: list[tuple[Task, BaseException]] = []
+        discard: list[Any] = []
+        with self._lock:
+            w = self._workers[idx]
+            if w.pid != pid:
+                return
+            slot_task, slot_start = self._slots.get(idx)
+            timed_out = self._timed_out.pop(pid, None)
+            tasks = list(w.inflight)
+            w.inflight.clear()
+            running_ids = [t.id for t in tasks]
+            cut = running_ids.index(slot_task) + 1 if slot_task in running_ids else 0
+            for task in tasks[:cut]:
+                if timed_out is not None and timed_out[0] == task.id:
+                    exc: BaseException = TaskTimeoutError(
+                        f"{task.job.function_name} ran longer than its task_timeout of "
+                        f"{timed_out[1]} s; its worker (pid {pid}) was stopped and replaced",
+                        timeout=timed_out[1], pid=pid)
+                else:
+                    exc = WorkerDiedError(pid=pid, exitcode=exitcode)
+                failed.append((task, exc))
+                discard.append(task.wire)
+                w.tasks_done += 1
+                w.tasks_failed += 1
+            # Tasks it never started go back to the front of the queue, for another worker.
+            redo = tasks[cut:]
+            if redo:
+                self._pending.appendleft(_Redo(redo))
+            w.state = "dead"
+            w.ring.close()
+            graceful = exitcode == 0 and not failed
+            replace = not self._terminated and self._broken is None and not (
+                self._closing and not self._pending and graceful)
+            if replace:
+                self._replaced += 0 if graceful else 1
+                fresh = _Worker(idx, Ring(_INBOUND_CAPACITY), self.maxtasksperchild)
+                fresh.tasks_done = 0
+                self._workers[idx] = fresh
+                try:
+                    self._cmd.send(("spawn", idx, fresh.ring))
+                except OSError:
+                    fresh.state = "dead"
+            sends = self._dispatch_locked()
+            self._maybe_quit_locked(sends)
+            all_dead = all(x.state == "dead" for x in self._workers)
+        self._send(sends)
+        for wire in discard:
+            if wire is not None:
+                _serialize.discard(wire)
+        for task, exc in failed:
+            task.job.task_done(task, False, exc, slot_start, time.monotonic(), idx, pid)
+        self.pool_notify()
+        if all_dead:
+            self._all_exited.set()
+
+    def _on_initializer_failed(self, body: memoryview) -> None:
+        try:
+            cause = _remote_exception(body)
+        except BaseException as exc:
+            cause = exc
+        err = ProcessError(f"the pool's initializer failed in a worker: "
+                           f"{type(cause).__name__}: {cause}")
+        err.__cause__ = cause
+        self._break(err)
+
+    def _on_zygote_lost(self) -> None:
+        if self._terminated or self._all_exited.is_set():
+            return
+        self._break(ProcessError("the pool's worker manager (zygote) died unexpectedly; "
+                                 "the pool cannot start workers any more"))
+
+    def _break(self, err: BaseException) -> None:
+        """The pool cannot go on: fail every task, current and future, with ``err``."""
+        with self._lock:
+            if self._broken is not None:
+                return
+            self._broken = err
+            jobs = list(self._pending) + self._starved
+            self._pending.clear()
+            self._starved.clear()
+        for job in jobs:
+            job.fail_all(err)
+        self.terminate(_reason=err)
+
+    def _maybe_quit_locked(self, sends: _Sends) -> None:
+        """After close(): tell idle workers to exit once nothing is left to do."""
+        if not self._closing or self._pending or self._starved:
+            return
+        for w in self._workers:
+            if w.state in ("starting", "running") and not w.inflight and not w.quitting:
+                w.quitting = True
+                sends.puts.append((w, [b"Q"]))
+
+    # -- watcher -----------------------------------------------------------------------------
+    def _watch_loop(self) -> None:
+        sel = selectors.DefaultSelector()
+        sel.register(self._report, selectors.EVENT_READ, "report")
+        sel.register(self._zygote.sentinel, selectors.EVENT_READ, "zygote")
+        sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        zygote_gone = False
+        try:
+            while True:
+                timeout = self._next_deadline()
+                for key, _ in sel.select(timeout):
+                    if key.data == "report":
+                        try:
+                            msg = self._report.recv()
+                        except (EOFError, OSError):
+                            sel.unregister(self._report)
+                            continue
+                        if msg[0] == "started":
+                            self._outbound.put(_STARTED.pack(b"S", msg[1], msg[2]), None)
+                        elif msg[0] == "exited":
+                            self._outbound.put(_DIED.pack(b"D", msg[1], msg[2], msg[3]), None)
+                    elif key.data == "zygote":
+                        sel.unregister(self._zygote.sentinel)
+                        zygote_gone = True
+                        # Let the zygote's last reports through before declaring it lost.
+                        while self._report.poll(0):
+                            try:
+                                msg = self._report.recv()
+                            except (EOFError, OSError):
+                                break
+                            if msg[0] == "exited":
+                                self._outbound.put(
+                                    _DIED.pack(b"D", msg[1], msg[2], msg[3]), None)
+                        self._outbound.put(b"Z", None)
+                    else:
+                        try:
+                            os.read(self._wake_r, 4096)
+                        except BlockingIOError:
+                            pass
+                if self._terminated and zygote_gone:
+                    return
+        finally:
+            sel.close()
+
+    def _next_deadline(self) -> float | None:
+        """Kill workers whose running task overran; return seconds until the next check."""
+        if self._terminated:
+            return 0.05
+        now = time.monotonic()
+        soonest: float | None = None
+        kills: list[tuple[int, int, float]] = []
+        with self._lock:
+            for w in self._workers:
+                if not w.inflight or w.pid is None or w.state != "running":
+                    continue
+                slot_task, start = self._slots.get(w.idx)
+                for task in w.inflight:
+                    limit = task.job.timeout
+                    if limit is None:
+                        if task.id == slot_task:
+                            break
+                        continue
+                    if task.id == slot_task:
+                        deadline = start + limit
+                        if now >= deadline and w.pid not in self._timed_out:
+                            kills.append((w.pid, task.id, limit))
+                        elif soonest is None or deadline < soonest:
+                            soonest = deadline
+                        break
+                    # Not started yet: it cannot expire before dispatch + limit; look again then.
+                    deadline = task.dispatched + limit
+                    if soonest is None or deadline < soonest:
+                        soonest = deadline
+            for pid, task_id, limit in kills:
+                self._timed_out[pid] = (task_id, limit)
+        for pid, _, _ in kills:
+            try:
+                self._cmd.send(("kill", pid, signal.SIGKILL))
+            except OSError:
+                pass
+        if soonest is None:
+            return None
+        return max(0.0, soonest - time.monotonic()) + 0.001
+
+    def poke_watcher(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except (BlockingIOError, OSError):
+            pass
+
+    # -- shutdown ----------------------------------------------------------------------------
+    def close(self) -> None:
+        sends = _Sends()
+        with self._lock:
+            self._closing = True
+            self._maybe_quit_locked(sends)
+        self._send(sends)
+
+    def join(self, timeout: float | None = None) -> bool:
+        if not self._all_exited.wait(timeout):
+            return False
+        self._stop()
+        return True
+
+    def terminate(self, _reason: BaseException | None = None) -> None:
+        with self._lock:
+            first = not self._terminated
+            self._terminated = True
+            jobs = list(self._pending) + self._starved
+            self._pending.clear()
+            self._starved.clear()
+            stranded: list[Task] = []
+            for w in self._workers:
+                stranded.extend(w.inflight)
+                w.inflight.clear()
+                w.state = "dead"
+        if first:
+            err = _reason or ClosedError("the pool was terminated before this task finished")
+            for job in jobs:
+                job.fail_all(err)
+            for task in stranded:
+                if task.wire is not None:
+                    _serialize.discard(task.wire)
+                task.job.task_done(task, False, err, 0.0, 0.0, task.worker, None)
+            try:
+                self._cmd.send(("killall",))
+            except OSError:
+                pass
+            self._all_exited.set()
+        if threading.current_thread() not in (self._result_thread, self._watch_thread):
+            self._stop()
+
+    def _stop(self) -> None:
+        """Let the zygote go, end both threads, release every resource.  Idempotent, bounded."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            graceful = not self._terminated
+            self._terminated = True
+        if graceful:
+            try:
+                self._cmd.send(("exit",))
+            except OSError:
+                pass
+        self._zygote.join(10.0)
+        if self._zygote.exitcode is None:
+            self._zygote.kill()
+            self._zygote.join(5.0)
+        try:
+            self._outbound.put(b"E", None)
+        except ClosedError:
+            pass
+        self.poke_watcher()
+        for t in (self._result_thread, self._watch_thread):
+            if t.is_alive():
+                t.join(10.0)
+        self._release()
+
+    def _release(self) -> None:
+        for conn in (self._cmd, self._report, self._alive):
+            try:
+                conn.close()
+            except OSError:
+                pass
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._wake_r = self._wake_w = -1
+        for w in self._workers:
+            w.ring.close()
+        self._outbound.close()
+        self._slots.close()
+        try:
+            self._zygote.close()
+        except ValueError:
+            pass
+
+    # -- introspection -----------------------------------------------------------------------
+    def worker_statistics(self) -> tuple[WorkerStatistics, ...]:
+        now = time.monotonic()
+        out = []
+        with self._lock:
+            for w in self._workers:
+                current = None
+                state = w.state
+                if w.inflight and w.state == "running":
+                    slot_task, start = self._slots.get(w.idx)
+                    for t in w.inflight:
+                        if t.id == slot_task:
+                            current = TaskInfo(t.id, t.job.function_name, start,
+                                               max(0.0, now - start), t.n)
+                            break
+                    state = "busy" if current is not None else "idle"
+                elif w.state == "running":
+                    state = "idle"
+                out.append(WorkerStatistics(w.idx, w.pid, state, w.tasks_done, w.tasks_failed,
+                                            current, w.started))
+        return tuple(out)
+
+    @property
+    def workers_replaced(self) -> int:
+        return self._replaced
+
+    def queued_tasks(self) -> int:
+        return sum(len(w.inflight) for w in self._workers)
+
+    def pool_notify(self) -> None:
+        notify = self.options.get("notify")
+        if notify is not None:
+            notify()
+
+
+class _Redo:
+    """Tasks a dead worker never started, handed out again before anything else.
+
+    A task source like a Job (``next_task``/``exhausted``/``fail_all``), but its tasks keep
+    their own jobs.
+    """
+
+    def __init__(self, tasks: list[Task]) -> None:
+        self._tasks = collections.deque(tasks)
+        self.exhausted = False
+
+    def next_task(self) -> Task | None:
+        if not self._tasks:
+            self.exhausted = True
+            return None
+        task = self._tasks.popleft()
+        self.exhausted = not self._tasks
+        return task
+
+    def fail_all(self, exc: BaseException) -> None:
+        self.exhausted = True
+        while self._tasks:
+            task = self._tasks.popleft()
+            task.job.task_done(task, False, exc, 0.0, 0.0, -1, None)
+
+
+def _dumps_function(fn: Any) -> bytes:
+    """Functions importable by name are sent by reference; the rest by value (cloudpickle).
+
+    ``__main__`` functions go by value too: a worker's ``__main__`` is a snapshot from when the
+    pool started (or, under spawn, a re-import), so a function defined later would be missing.
+    """
+    module = getattr(fn, "__module__", None)
+    qualname = getattr(fn, "__qualname__", "")
+    if module != "__main__" and "<" not in qualname:
+        try:
+            return pickle.dumps(fn, protocol=5)
+        except Exception:
+            pass
+    try:
+        return cloudpickle.dumps(fn, protocol=5)
+    except Exception as exc:
+        raise _as_serialization_error(exc, f"the function {module}.{qualname}") from exc
+
+
+def _as_serialization_error(exc: BaseException, what: str) -> BaseException:
+    if isinstance(exc, SerializationError):
+        return exc
+    err = SerializationError(f"{what} could not be pickled: {type(exc).__name__}: {exc}")
+    err.__cause__ = exc
+    return err
+
+
+def _remote_exception(body: Any) -> BaseException:
+    """Re-create a task's exception in the parent, with the worker's traceback as __cause__.
+
+    If the exception object cannot be unpickled here, a :class:`RemoteError` carrying its type
+    name, message and traceback stands in for it: the error is reported, never lost or hung on.
+    """
+    exc_bytes, tb, tname, text = pickle.loads(body)
+    exc: BaseException | None = None
+    note = ""
+    if exc_bytes is not None:
+        try:
+            exc = _serialize.loads(exc_bytes)
+        except BaseException as err:
+            note = f" (the exception could not be unpickled in the parent: {err!r})"
+            exc = None
+    else:
+        note = " (the exception could not be pickled in the worker)"
+    if not isinstance(exc, BaseException):
+        exc = RemoteError(f"{tname}: {text}{note}", type_name=tname, remote_traceback=tb)
+    exc.__cause__ = RemoteTraceback(tb)
+    return exc
+
+
+BACKEND = ProcessBackend

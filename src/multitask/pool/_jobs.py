@@ -1,0 +1,335 @@
+"""Jobs and tasks: how one Pool call is cut into tasks and how their results come back.
+
+A *job* is one call (``apply_async``, ``map``, ``imap``...).  A *task* is the unit a worker runs and
+the unit that fails together: one ``apply`` call, or one chunk of a map.  Backends pull tasks from a
+job with :meth:`Job.next_task` when a worker has room, so a chunk's size is decided at dispatch time
+from what has been measured so far, and report each task exactly once with :meth:`Job.task_done`.
+
+Automatic chunk size (``chunksize=None``): *guided self-scheduling* -- each chunk takes
+``remaining / (2 * workers)`` items, so early chunks are large (little overhead) and the last ones
+small (no worker idles at the end while another finishes a big chunk), bounded below so that a
+chunk of very cheap items still takes ~0.2 ms of work (amortising the per-chunk cost) once the item
+time has been measured.  Inputs of unknown length (generators given to ``imap``) are read by a
+feeder thread, bounded so that memory stays flat, and chunked by measured item time (~2 ms of work
+per chunk, starting at 1 item and doubling until measured).  The stdlib instead cuts
+``len/(4*workers)`` chunks up front and reads a generator to its end at once.
+"""
+
+from __future__ import annotations
+
+import abc
+import itertools
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .._core._errors import ClosedError
+
+if TYPE_CHECKING:
+    from ._pool import Pool
+
+MODE_CALL = 0      # data is (args, kwargs); the result is one value
+MODE_MAP = 1       # data is a sequence of items; fn(item) for each; the result is a list
+MODE_STARMAP = 2   # data is a sequence of argument tuples; fn(*item) for each
+
+_task_ids = itertools.count(1)
+
+# Chunks of cheap items should still take this long, so per-chunk overhead stays small.
+_MIN_CHUNK_SECONDS = 0.0002
+# Chunks of an input of unknown length aim at this much work.
+_LAZY_CHUNK_SECONDS = 0.002
+
+
+class Task:
+    """One unit of work, as the backend sees it."""
+
+    __slots__ = ("job", "id", "start", "data", "n", "worker", "dispatched", "wire", "seq",
+                 "started")
+
+    def __init__(self, job: Job, start: int, data: Any, n: int) -> None:
+        self.job = job
+        self.id = next(_task_ids)
+        self.start = start          # index of the first item in the job's input
+        self.data = data
+        self.n = n                  # number of items (1 for MODE_CALL)
+        self.worker = -1            # index of the worker holding it, set by the backend
+        self.dispatched = 0.0       # time.monotonic() when handed to a worker
+        self.wire: Any = None       # backend-private: the bytes sent, for clean-up
+        self.seq = -1               # backend-private: position in the worker's inbound stream
+        self.started = 0.0          # set by the backend when it learns the task started
+
+
+class Job(abc.ABC):
+    """One Pool call.  Thread-safe: tasks are pulled by backend threads, fed by a feeder thread."""
+
+    def __init__(self, pool: Pool, fn: Callable[..., Any], mode: int, result: Any, *,
+                 timeout: float | None, progress: Any = None) -> None:
+        self.pool = pool
+        self.fn = fn
+        self.mode = mode
+        self.result = result          # AsyncResult / MapResult / IMapIterator / Future adapter
+        self.timeout = timeout
+        self.progress = progress
+        self.cancelled = False
+        self.exhausted = False        # no more tasks will ever come from next_task()
+        self.outstanding = 0          # tasks handed out and not yet reported
+        self.item_seconds = 0.0       # measured seconds per item (EWMA), 0 until measured
+        self.function_name = _qualname(fn)
+        self._lock = threading.Lock()
+
+    # -- supplying tasks (backend threads) --------------------------------------------------
+    @abc.abstractmethod
+    def next_task(self) -> Task | None:
+        """The next task, or None if none is ready now (check ``exhausted`` for 'never')."""
+
+    def cancel(self) -> None:
+        """Stop handing out tasks (the result already failed or the pool terminated)."""
+        self.cancelled = True
+        self.exhausted = True
+
+    # -- completion (backend threads) -------------------------------------------------------
+    def task_done(self, task: Task, ok: bool, value: Any, started: float, finished: float,
+                  worker: int, pid: int | None) -> None:
+        """Report one task's outcome.  ``value``: result (ok) or exception (not ok)."""
+        with self._lock:
+            self.outstanding -= 1
+        if ok and finished > started and task.n:
+            per_item = (finished - started) / task.n
+            self.item_seconds = (per_item if self.item_seconds == 0.0
+                                 else 0.7 * self.item_seconds + 0.3 * per_item)
+        self.pool._task_finished(self, task, ok, started, finished, worker, pid)
+        keep_going = self._deliver(task, ok, value)
+        if not keep_going:
+            self.cancel()
+        if self.progress is not None:
+            self.progress.advance(task.n)
+
+    @abc.abstractmethod
+    def _deliver(self, task: Task, ok: bool, value: Any) -> bool:
+        """Hand one task's outcome to the result object; False if the job has now failed."""
+
+    def fail_all(self, exc: BaseException) -> None:
+        """Fail the whole job (pool terminated, serialization of its input failed...)."""
+        self.cancel()
+        self._fail(exc)
+
+    @abc.abstractmethod
+    def _fail(self, exc: BaseException) -> None:
+        """Fail the result object with ``exc`` (tasks still out will report and be ignored)."""
+
+    @property
+    def done(self) -> bool:
+        return self.exhausted and self.outstanding == 0
+
+
+class ApplyJob(Job):
+    """``apply``/``apply_async``/``submit``: one task."""
+
+    def __init__(self, pool: Pool, fn: Callable[..., Any], args: tuple, kwargs: dict,
+                 result: Any, *, timeout: float | None) -> None:
+        super().__init__(pool, fn, MODE_CALL, result, timeout=timeout)
+        self.task: Task | None = Task(self, 0, (args, kwargs), 1)
+
+    def next_task(self) -> Task | None:
+        with self._lock:
+            task, self.task = self.task, None
+            if task is not None:
+                self.outstanding += 1
+            self.exhausted = True
+        return task
+
+    def _deliver(self, task: Task, ok: bool, value: Any) -> bool:
+        self.result._set(ok, value)
+        return True
+
+    def _fail(self, exc: BaseException) -> None:
+        self.result._set(False, exc)
+
+
+class MapJob(Job):
+    """``map``/``imap``/``starmap`` and their async forms: many items, cut into chunks."""
+
+    def __init__(self, pool: Pool, fn: Callable[..., Any], mode: int, items: Any, result: Any,
+                 *, chunksize: int | None, workers: int, timeout: float | None,
+                 progress: Any = None) -> None:
+        super().__init__(pool, fn, mode, result, timeout=timeout, progress=progress)
+        self.chunksize = chunksize
+        self.workers = max(1, workers)
+        self._next = 0
+        self._feeder: _Feeder | None = None
+        self._seq: Sequence[Any] | None
+        if isinstance(items, Sequence):
+            self._seq = items
+            self.length: int | None = len(items)
+            if self.length == 0:
+                self.exhausted = True
+        else:
+            self._seq = None
+            self.length = None
+            self._feeder = _Feeder(self, iter(items))
+
+    def start_feeding(self) -> None:
+        if self._feeder is not None:
+            self._feeder.start()
+
+    def _chunk_size(self, remaining: int | None) -> int:
+        if self.chunksize is not None:
+            return self.chunksize
+        if remaining is None:  # unknown length: by measured time, doubling until measured
+            if self.item_seconds > 0:
+                return max(1, min(4096, int(_LAZY_CHUNK_SECONDS / self.item_seconds)))
+            return 1
+        guided = math.ceil(remaining / (2 * self.workers))
+        if self.item_seconds > 0:
+            guided = max(guided, int(_MIN_CHUNK_SECONDS / self.item_seconds))
+        return max(1, min(guided, remaining))
+
+    def next_task(self) -> Task | None:
+        with self._lock:
+            if self.exhausted:
+                return None
+            if self._seq is not None:
+                assert self.length is not None
+                remaining = self.length - self._next
+                size = self._chunk_size(remaining)
+                start = self._next
+                data = self._seq[start:start + size]
+                self._next += size
+                if self._next >= self.length:
+                    self.exhausted = True
+            else:
+                assert self._feeder is not None
+                size = self._chunk_size(None)
+                got = self._feeder.take(size)
+                if got is None:
+                    return None
+                start, data = got
+                size = len(data)
+                if self._feeder.finished_and_empty():
+                    self.exhausted = True
+            self.outstanding += 1
+        return Task(self, start, data, size)
+
+    def feeder_finished(self, total: int) -> None:
+        with self._lock:
+            self.length = total
+            if self._feeder is not None and self._feeder.finished_and_empty():
+                self.exhausted = True
+        setter = getattr(self.result, "_set_length", None)
+        if setter is not None:
+            setter(total)
+
+    def _deliver(self, task: Task, ok: bool, value: Any) -> bool:
+        return bool(self.result._deliver(task.start, ok, value, task.n))
+
+    def _fail(self, exc: BaseException) -> None:
+        if not hasattr(self.result, "_set_length"):  # MapResult: fails as a whole
+            self.result._set(False, exc)
+            return
+        # An imap iterator: the error is raised after every item already handed to a worker
+        # (those are all reported), and iteration ends there.
+        with self._lock:
+            handed = self._next if self._feeder is None else self._feeder.base
+        self.result._deliver(handed, False, exc, 0)
+        self.result._set_length(handed)
+
+    def cancel(self) -> None:
+        super().cancel()
+        if self._feeder is not None:
+            self._feeder.stop()
+
+
+class _Feeder:
+    """Reads a lazy input iterator in its own thread, keeping a bounded buffer of items.
+
+    The user's generator runs here -- never in the backend's result thread, which must stay
+    responsive -- and pauses when the buffer holds enough for every worker, so memory stays
+    bounded however long the input is.
+    """
+
+    def __init__(self, job: MapJob, it: Iterator[Any]) -> None:
+        self.job = job
+        self.it = it
+        self.buffer: deque[Any] = deque()
+        self.base = 0                 # input index of buffer[0]
+        self.total = 0                # items read so far
+        self.finished = False
+        self.error: BaseException | None = None
+        self._cond = threading.Condition(threading.Lock())
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="multitask-feeder", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _high_water(self) -> int:
+        return max(256, 4 * self.job.workers * self.job._chunk_size(None))
+
+    def _run(self) -> None:
+        try:
+            for item in self.it:
+                with self._cond:
+                    while len(self.buffer) >= self._high_water() and not self._stopped:
+                        self._cond.wait()
+                    if self._stopped:
+                        return
+                    self.buffer.append(item)
+                    self.total += 1
+                    starving = len(self.buffer) == 1
+                self.job.pool._count_submitted(1)
+                if starving:
+                    self.job.pool._wake_backend()
+        except BaseException as exc:  # the user's iterator raised: fail the job with it
+            self.error = exc
+            self.job.fail_all(exc)
+            return
+        finally:
+            with self._cond:
+                self.finished = True
+        self.job.feeder_finished(self.total)
+        self.job.pool._wake_backend()
+
+    def take(self, size: int) -> tuple[int, list[Any]] | None:
+        with self._cond:
+            if not self.buffer:
+                return None
+            n = min(size, len(self.buffer))
+            start = self.base
+            data = [self.buffer.popleft() for _ in range(n)]
+            self.base += n
+            self._cond.notify()
+        return start, data
+
+    def finished_and_empty(self) -> bool:
+        return self.finished and not self.buffer
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+
+
+def _qualname(fn: Any) -> str:
+    module = getattr(fn, "__module__", None) or "?"
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+    return f"{module}.{name}"
+
+
+def materialize(iterable: Iterable[Any]) -> Sequence[Any]:
+    """map() semantics: a sized sequence as is (range stays a range), anything else as a list."""
+    if isinstance(iterable, (list, tuple, range)):
+        return iterable
+    if isinstance(iterable, Sequence):
+        return iterable
+    return list(iterable)
+
+
+def closed_error() -> ClosedError:
+    return ClosedError("Pool not running")
+
+
+def now() -> float:
+    return time.monotonic()

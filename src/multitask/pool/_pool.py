@@ -1,0 +1,453 @@
+"""The Pool front end: the stdlib API, results, progress, statistics.  See ``multitask.pool``."""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import itertools
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+from .._core._errors import ClosedError
+from ..backends import Backend, load_backend
+from ._jobs import (
+    MODE_MAP,
+    MODE_STARMAP,
+    ApplyJob,
+    Job,
+    MapJob,
+    Task,
+    materialize,
+)
+from ._progress import ProgressBar, check_progress
+from ._results import AsyncResult, IMapIterator, MapResult, logger
+from ._stats import PoolStatistics
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_DEFAULT: Any = object()        # "use the pool's task_timeout"
+_pool_numbers = itertools.count(1)
+_TIMELINE_MAX = 100_000         # task records kept for pool.timeline()
+
+
+def _check_callable(func: Any) -> None:
+    if not callable(func):
+        raise TypeError(f"func must be callable, not {type(func).__name__}")
+
+
+def _check_timeout_value(name: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds or None, not {type(value).__name__}")
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, not {value!r}")
+    return float(value)
+
+
+def _check_chunksize(chunksize: Any) -> int | None:
+    if chunksize is None:
+        return None
+    if isinstance(chunksize, bool) or not isinstance(chunksize, int):
+        raise TypeError(f"chunksize must be a positive int or None, not {type(chunksize).__name__}")
+    if chunksize < 1:
+        raise ValueError(f"chunksize must be at least 1, not {chunksize}")
+    return chunksize
+
+
+class _FutureResult:
+    """Adapts a ``concurrent.futures.Future`` to the result interface jobs complete."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: concurrent.futures.Future[Any]) -> None:
+        self.future = future
+
+    def _set(self, ok: bool, value: Any) -> None:
+        fut = self.future
+        if fut.done():
+            return
+        if fut.running() or fut.set_running_or_notify_cancel():
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+
+
+class Pool:
+    """A pool of worker processes with the stdlib ``multiprocessing.Pool`` API.
+
+    ``Pool(processes=None, initializer=None, initargs=(), maxtasksperchild=None, context=None,
+    *, task_timeout=None, backend=None, nice=None, cpu_affinity=None, name=None)``
+
+    ``processes`` defaults to :func:`multitask.cpu_count` (which, unlike the stdlib's, honours the
+    CPU affinity mask and the cgroup quota of a container).  Differences from the stdlib, all
+    fixes of its known defects:
+
+    * a worker that dies mid-task (SIGKILL, ``os._exit``, segfault, OOM) fails exactly its task
+      with :class:`multitask.WorkerDiedError` within a second and is replaced (the stdlib hangs
+      forever, gh-66587);
+    * ``task_timeout`` (here or per call): an overdue task raises
+      :class:`multitask.TaskTimeoutError`, its worker is replaced;
+    * an exception or result that cannot be pickled or unpickled fails that task only, with
+      :class:`multitask.SerializationError` (the stdlib hangs, gh-79492 / gh-103061);
+    * a failure nobody retrieved is logged on the ``"multitask"`` logger (the stdlib drops it);
+    * a task's exception is re-raised with the worker's traceback as its ``__cause__``;
+    * lambdas, closures and ``__main__`` functions work with every start method (cloudpickle);
+    * one Ctrl-C stops a blocked ``map`` with one ``KeyboardInterrupt`` (workers ignore SIGINT);
+    * after ``terminate()``, results not yet ready raise :class:`multitask.ClosedError` instead of
+      blocking forever; ``initializer`` failing fails the pool's tasks with
+      :class:`multitask.ProcessError` instead of restarting workers in a loop.
+
+    Beyond the stdlib: :meth:`submit` (``concurrent.futures.Future``), awaitable results,
+    ``progress=True`` on the map family, :meth:`statistics`, :meth:`timeline`, ``nice`` and
+    ``cpu_affinity`` for the workers, and ``backend="process" | "thread" | "ray"``.
+    """
+
+    def __init__(self, processes: int | None = None,
+                 initializer: Callable[..., object] | None = None, initargs: Iterable[Any] = (),
+                 maxtasksperchild: int | None = None, context: Any = None, *,
+                 task_timeout: float | None = None, backend: str | None = None,
+                 nice: int | None = None, cpu_affinity: Iterable[int] | None = None,
+                 name: str | None = None, **backend_options: Any) -> None:
+        from .._core import _spawn
+
+        if processes is None:
+            processes = _spawn.cpu_count()
+        if isinstance(processes, bool) or not isinstance(processes, int):
+            raise TypeError(f"processes must be an int, not {type(processes).__name__}")
+        if processes < 1:
+            raise ValueError("Number of processes must be at least 1")
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        if maxtasksperchild is not None:
+            if isinstance(maxtasksperchild, bool) or not isinstance(maxtasksperchild, int):
+                raise TypeError("maxtasksperchild must be a positive int or None")
+            if maxtasksperchild < 1:
+                raise ValueError("maxtasksperchild must be a positive int or None")
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a string, not {type(name).__name__}")
+        self._task_timeout = _check_timeout_value("task_timeout", task_timeout)
+        nice = _spawn.validate_nice(nice)
+        _spawn.check_nice_allowed(nice)
+        affinity = _spawn.validate_cpu_affinity(cpu_affinity)
+        if context is None:
+            from ..context import get_context
+
+            context = get_context()
+        backend_cls = load_backend(backend)
+
+        self._processes = processes
+        self.name = name or f"Pool-{next(_pool_numbers)}"
+        self._state = "running"
+        self._created = time.time()
+        self._counts_lock = threading.Lock()
+        self._submitted = 0
+        self._completed = 0
+        self._failed = 0
+        self._timeline: collections.deque[tuple[Any, ...]] = collections.deque(
+            maxlen=_TIMELINE_MAX)
+        self._unretrieved: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._notify = _registry_notifier()
+        self._backend: Backend = backend_cls(
+            processes=processes, initializer=initializer, initargs=tuple(initargs),
+            maxtasksperchild=maxtasksperchild, context=context, task_timeout=self._task_timeout,
+            nice=nice, cpu_affinity=affinity,
+            options={**backend_options, "notify": self._notify})
+        self._backend.start()
+        # A pool dropped or left running at exit is terminated, never left with live workers.
+        self._finalizer = weakref.finalize(self, self._backend.terminate)
+        _registry_register(self)
+
+    # -- the stdlib API ---------------------------------------------------------------------
+    def apply(self, func: Callable[..., T], args: Iterable[Any] = (),
+              kwds: dict[str, Any] | None = None, *, task_timeout: Any = _DEFAULT) -> T:
+        """Run ``func(*args, **kwds)`` in a worker and return its result; blocks until done."""
+        return self.apply_async(func, args, kwds, task_timeout=task_timeout).get()
+
+    def apply_async(self, func: Callable[..., T], args: Iterable[Any] = (),
+                    kwds: dict[str, Any] | None = None,
+                    callback: Callable[[T], object] | None = None,
+                    error_callback: Callable[[BaseException], object] | None = None, *,
+                    task_timeout: Any = _DEFAULT) -> AsyncResult[T]:
+        """Start ``func(*args, **kwds)`` in a worker; returns an :class:`AsyncResult` at once.
+
+        Never blocks on workers.  The arguments are pickled here, so an argument that cannot be
+        pickled raises :class:`multitask.SerializationError` from this call (the stdlib fails
+        later, in a thread).  Raises :class:`multitask.ClosedError` (a ValueError) if the pool is
+        closed.  ``callback``/``error_callback`` run in the pool's result thread; if one raises,
+        the error is logged and the pool goes on.
+        """
+        self._check_running()
+        _check_callable(func)
+        if kwds is None:
+            kwds = {}
+        elif not isinstance(kwds, dict):
+            raise TypeError(f"kwds must be a dict, not {type(kwds).__name__}")
+        if callback is not None and not callable(callback):
+            raise TypeError("callback must be callable")
+        if error_callback is not None and not callable(error_callback):
+            raise TypeError("error_callback must be callable")
+        result: AsyncResult[T] = AsyncResult(self, callback, error_callback)
+        self._submit_apply(func, tuple(args), kwds, result, task_timeout)
+        return result
+
+    def map(self, func: Callable[[Any], T], iterable: Iterable[Any],
+            chunksize: int | None = None, *, progress: bool | str = False,
+            task_timeout: Any = _DEFAULT) -> list[T]:
+        """``list(map(func, iterable))`` computed by the workers; blocks until all are done.
+
+        Raises the first task's exception (with the worker traceback as ``__cause__``).
+        """
+        return self._map_async(func, iterable, MODE_MAP, chunksize, None, None, progress,
+                               task_timeout).get()
+
+    def map_async(self, func: Callable[[Any], T], iterable: Iterable[Any],
+                  chunksize: int | None = None, callback: Callable[[list[T]], object] | None = None,
+                  error_callback: Callable[[BaseException], object] | None = None, *,
+                  progress: bool | str = False, task_timeout: Any = _DEFAULT) -> MapResult:
+        """Like :meth:`map` but returns a :class:`MapResult` at once."""
+        return self._map_async(func, iterable, MODE_MAP, chunksize, callback, error_callback,
+                               progress, task_timeout)
+
+    def starmap(self, func: Callable[..., T], iterable: Iterable[Iterable[Any]],
+                chunksize: int | None = None, *, progress: bool | str = False,
+                task_timeout: Any = _DEFAULT) -> list[T]:
+        """Like :meth:`map` but ``func(*args)`` for each argument tuple."""
+        return self._map_async(func, iterable, MODE_STARMAP, chunksize, None, None, progress,
+                               task_timeout).get()
+
+    def starmap_async(self, func: Callable[..., T], iterable: Iterable[Iterable[Any]],
+                      chunksize: int | None = None,
+                      callback: Callable[[list[T]], object] | None = None,
+                      error_callback: Callable[[BaseException], object] | None = None, *,
+                      progress: bool | str = False, task_timeout: Any = _DEFAULT) -> MapResult:
+        """Like :meth:`starmap` but returns a :class:`MapResult` at once."""
+        return self._map_async(func, iterable, MODE_STARMAP, chunksize, callback,
+                               error_callback, progress, task_timeout)
+
+    def imap(self, func: Callable[[Any], T], iterable: Iterable[Any], chunksize: int | None = 1,
+             *, progress: bool | str = False, task_timeout: Any = _DEFAULT) -> IMapIterator[T]:
+        """An iterator over ``func(x)`` for each input, in input order, as results arrive.
+
+        ``chunksize`` defaults to 1 as in the stdlib (tasks still travel in batches, so this is
+        fast); ``None`` chooses adaptively.  A generator input is read lazily by a feeder thread
+        with a bounded buffer (the stdlib reads it to the end at once).
+        """
+        return self._imap(func, iterable, chunksize, True, progress, task_timeout)
+
+    def imap_unordered(self, func: Callable[[Any], T], iterable: Iterable[Any],
+                       chunksize: int | None = 1, *, progress: bool | str = False,
+                       task_timeout: Any = _DEFAULT) -> IMapIterator[T]:
+        """Like :meth:`imap` but yields results in the order they complete."""
+        return self._imap(func, iterable, chunksize, False, progress, task_timeout)
+
+    def close(self) -> None:
+        """Accept no more tasks; workers exit once the accepted ones are done.  Never blocks."""
+        if self._state == "running":
+            self._state = "closed"
+            self._backend.close()
+            self._notify()
+
+    def join(self) -> None:
+        """Wait for the workers to exit; call :meth:`close` or :meth:`terminate` first.
+
+        Raises ValueError if the pool is still running (as the stdlib does).  Logs failures
+        that were never retrieved.
+        """
+        if self._state == "running":
+            raise ValueError("Pool is still running")
+        self._backend.join()
+        self._report_unretrieved("pool joined")
+        self._notify()
+
+    def terminate(self) -> None:
+        """Stop the workers now.  Results not ready raise :class:`multitask.ClosedError`.
+
+        Never hangs: workers are SIGKILLed and every wait inside is bounded.
+        """
+        self._state = "terminated"
+        self._backend.terminate()
+        self._report_unretrieved("pool terminated")
+        self._notify()
+
+    def __enter__(self) -> Pool:
+        self._check_running()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.terminate()
+
+    def __repr__(self) -> str:
+        return (f"<multitask.Pool name={self.name!r} state={self._state} "
+                f"processes={self._processes} backend={self._backend.name}>")
+
+    # -- beyond the stdlib ------------------------------------------------------------------
+    def submit(self, fn: Callable[P, T], /, *args: P.args,
+               **kwargs: P.kwargs) -> concurrent.futures.Future[T]:
+        """Start ``fn(*args, **kwargs)``; returns a ``concurrent.futures.Future`` at once.
+
+        The future can be cancelled until a worker takes it; it works with
+        ``concurrent.futures.wait``/``as_completed`` and ``asyncio.wrap_future``.
+        """
+        self._check_running()
+        _check_callable(fn)
+        fut: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._submit_apply(fn, args, kwargs, _FutureResult(fut), _DEFAULT)
+        return fut
+
+    def statistics(self) -> PoolStatistics:
+        """A frozen snapshot: every worker's pid, state and current task, and task counters.
+
+        Counters are in *items*: a map over 1000 inputs counts 1000.
+        """
+        workers = self._backend.worker_statistics()
+        running = sum(w.current_task.items for w in workers if w.current_task is not None)
+        with self._counts_lock:
+            submitted, completed, failed = self._submitted, self._completed, self._failed
+        return PoolStatistics(
+            name=self.name, backend=self._backend.name, state=self._state,
+            processes=self._processes, workers=workers, submitted=submitted,
+            completed=completed, failed=failed,
+            queued=max(0, submitted - completed - running), running=running,
+            workers_replaced=self._backend.workers_replaced, created=self._created)
+
+    def timeline(self, path: str | os.PathLike[str] | None = None) -> Any:
+        """The recorded tasks (start, end, worker of the last 100 000 tasks).
+
+        With ``path``, writes a self-contained HTML chart there (a Gantt row per worker,
+        utilisation, queue wait) and returns the path; without, returns the records.
+        """
+        from ..monitor.timeline import TaskRecord, render_timeline
+
+        records = [TaskRecord(*r) for r in list(self._timeline)]
+        if path is None:
+            return records
+        return render_timeline(records, Path(path), title=f"multitask timeline: {self.name}")
+
+    @property
+    def processes(self) -> int:
+        return self._processes
+
+    # -- internals --------------------------------------------------------------------------
+    def _check_running(self) -> None:
+        if self._state != "running":
+            raise ClosedError(f"Pool not running (it is {self._state})")
+
+    def _timeout_for(self, task_timeout: Any) -> float | None:
+        if task_timeout is _DEFAULT:
+            return self._task_timeout
+        return _check_timeout_value("task_timeout", task_timeout)
+
+    def _submit_apply(self, func: Callable[..., Any], args: tuple, kwds: dict, result: Any,
+                      task_timeout: Any) -> None:
+        job = ApplyJob(self, func, args, kwds, result, timeout=self._timeout_for(task_timeout))
+        self._backend.prepare(job)   # serializes now: bad arguments raise at this call
+        with self._counts_lock:
+            self._submitted += 1
+        self._backend.submit(job)
+
+    def _map_async(self, func: Callable[..., Any], iterable: Iterable[Any], mode: int,
+                   chunksize: Any, callback: Any, error_callback: Any, progress: Any,
+                   task_timeout: Any) -> MapResult:
+        self._check_running()
+        _check_callable(func)
+        chunksize = _check_chunksize(chunksize)
+        progress = check_progress(progress)
+        timeout = self._timeout_for(task_timeout)
+        if timeout is not None and chunksize is None:
+            chunksize = 1       # a timeout is per task: keep tasks to one item unless asked
+        items = materialize(iterable)
+        result = MapResult(self, len(items), callback, error_callback)
+        if len(items) == 0:
+            return result
+        bar = ProgressBar(_describe(func), len(items), progress) if progress else None
+        job = MapJob(self, func, mode, items, result, chunksize=chunksize,
+                     workers=self._processes, timeout=timeout, progress=bar)
+        with self._counts_lock:
+            self._submitted += len(items)
+        self._backend.submit(job)
+        return result
+
+    def _imap(self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: Any,
+              ordered: bool, progress: Any, task_timeout: Any) -> IMapIterator[Any]:
+        self._check_running()
+        _check_callable(func)
+        chunksize = _check_chunksize(chunksize)
+        progress = check_progress(progress)
+        timeout = self._timeout_for(task_timeout)
+        if not isinstance(iterable, Iterable):
+            raise TypeError(f"{type(iterable).__name__!r} object is not iterable")
+        items: Any = iterable if isinstance(iterable, (list, tuple, range)) else iter(iterable)
+        result: IMapIterator[Any] = IMapIterator(ordered, self)
+        total = len(items) if isinstance(items, (list, tuple, range)) else None
+        bar = ProgressBar(_describe(func), total, progress) if progress else None
+        job = MapJob(self, func, MODE_MAP, items, result, chunksize=chunksize,
+                     workers=self._processes, timeout=timeout, progress=bar)
+        if total is not None:
+            result._set_length(total)
+            with self._counts_lock:
+                self._submitted += total
+        if total != 0:
+            job.start_feeding()
+            self._backend.submit(job)
+        return result
+
+    def _task_finished(self, job: Job, task: Task, ok: bool, started: float, finished: float,
+                       worker: int, pid: int | None) -> None:
+        """Called once per task by the backend (before the result is delivered)."""
+        with self._counts_lock:
+            self._completed += task.n
+            if not ok:
+                self._failed += task.n
+        self._timeline.append((task.id, worker, pid or 0, job.function_name, task.dispatched,
+                               started or task.dispatched, finished or time.monotonic(), ok,
+                               task.n))
+        if not ok and isinstance(job.result, AsyncResult):
+            self._unretrieved.add(job.result)
+        self._notify()
+
+    def _count_submitted(self, n: int) -> None:
+        """Items of a lazily fed input are counted as the feeder reads them."""
+        with self._counts_lock:
+            self._submitted += n
+
+    def _wake_backend(self) -> None:
+        self._backend.wake()
+
+    def _report_unretrieved(self, when: str) -> None:
+        for result in list(self._unretrieved):
+            result._report_unretrieved(when)
+        self._unretrieved.clear()
+
+
+def _describe(func: Any) -> str:
+    return getattr(func, "__name__", None) or type(func).__name__
+
+
+def _registry_notifier() -> Callable[[], None]:
+    try:
+        from ..monitor import registry
+    except ImportError:  # the monitor is optional at import time; publishing is best-effort
+        return lambda: None
+    notify: Callable[[], None] = registry.notify
+    return notify
+
+
+def _registry_register(pool: Pool) -> None:
+    try:
+        from ..monitor import registry
+    except ImportError:
+        return
+    try:
+        registry.register_pool(pool)
+    except Exception as exc:  # observability must never break the computation
+        logger.warning("multitask: could not publish pool %s to the registry: %s",
+                       pool.name, exc)
+

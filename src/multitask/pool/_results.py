@@ -1,0 +1,299 @@
+"""Result objects handed to the caller: AsyncResult, MapResult and the imap iterators.
+
+Every result is completed exactly once, by the backend's result thread (or by ``terminate``),
+through ``_set``.  Waiting uses a one-shot latch (a Lock released on completion), which is cheaper
+than the stdlib's Event+Condition and is interruptible by Ctrl-C.
+
+Errors are never lost: a failed result that nobody retrieved -- no ``get()``, ``successful()`` or
+``exception()`` call and no ``error_callback`` -- is logged on the ``"multitask"`` logger at ERROR,
+with the worker's traceback, when the result object is garbage-collected or its pool is joined or
+terminated (whichever comes first; it is logged once).  The stdlib drops such errors silently
+(seed 004: "errors in a pool are not shown").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Callable, Generator, Iterator
+from typing import Any, Generic, TypeVar
+
+from .._core._errors import TimeoutError
+
+T = TypeVar("T")
+
+logger = logging.getLogger("multitask")
+
+_PENDING = object()
+
+
+def _check_timeout(timeout: float | None) -> float | None:
+    if timeout is None:
+        return None
+    if not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number or None, not {type(timeout).__name__}")
+    if timeout < 0:
+        raise ValueError(f"timeout must be non-negative or None, not {timeout!r}")
+    return float(timeout)
+
+
+def format_remote(exc: BaseException) -> str:
+    """The text we log for an unretrieved failure: the exception plus the worker's traceback."""
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+
+class AsyncResult(Generic[T]):
+    """The result of ``Pool.apply_async`` (and the base of ``map_async``'s MapResult).
+
+    ``get(timeout)`` blocks until the result is ready and returns it or raises the task's
+    exception (with the worker's traceback as ``__cause__``); it raises
+    :class:`multitask.TimeoutError` if not ready in time.  ``wait``, ``ready`` and ``successful``
+    behave as in the stdlib.  Beyond the stdlib, an AsyncResult can be awaited from asyncio
+    (``value = await pool.apply_async(f, (x,))``) and an unretrieved failure is logged instead of
+    vanishing.
+    """
+
+    __slots__ = ("__weakref__", "_callback", "_error_callback", "_latch", "_pool_ref",
+                 "_retrieved", "_success", "_value", "_waiters", "_created")
+
+    def __init__(self, pool_ref: Any = None,
+                 callback: Callable[[Any], object] | None = None,
+                 error_callback: Callable[[BaseException], object] | None = None) -> None:
+        self._latch = threading.Lock()
+        self._latch.acquire()
+        self._value: Any = _PENDING
+        self._success = False
+        self._retrieved = error_callback is not None
+        self._callback = callback
+        self._error_callback = error_callback
+        self._pool_ref = pool_ref
+        self._waiters: list[Callable[[AsyncResult[Any]], None]] | None = None
+        self._created = time.monotonic()
+
+    # -- the stdlib API ----------------------------------------------------------------------
+    def ready(self) -> bool:
+        """True once the task finished (successfully or not).  Never blocks."""
+        return self._value is not _PENDING
+
+    def successful(self) -> bool:
+        """True if the task returned without raising.  Raises ValueError if not ready yet."""
+        if self._value is _PENDING:
+            raise ValueError(f"{self!r} not ready")
+        self._retrieved = True
+        return self._success
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until ready or until ``timeout`` seconds passed (None: no limit)."""
+        timeout = _check_timeout(timeout)
+        if self._value is not _PENDING:
+            return
+        got = self._latch.acquire(True, -1 if timeout is None else timeout)
+        if got:
+            self._latch.release()
+
+    def get(self, timeout: float | None = None) -> T:
+        """Return the result, or raise the task's exception.
+
+        Blocks until the task is done or ``timeout`` seconds passed; raises
+        :class:`multitask.TimeoutError` in the latter case.  A task that failed because its worker
+        died raises :class:`multitask.WorkerDiedError`; one that ran past its ``task_timeout``
+        raises :class:`multitask.TaskTimeoutError`.
+        """
+        self.wait(timeout)
+        if self._value is _PENDING:
+            raise TimeoutError(f"result not ready after {timeout} s")
+        self._retrieved = True
+        if self._success:
+            return self._value  # type: ignore[no-any-return]
+        raise self._value
+
+    # -- beyond the stdlib ---------------------------------------------------------------------
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """The task's exception (None if it succeeded); blocks like ``get``."""
+        self.wait(timeout)
+        if self._value is _PENDING:
+            raise TimeoutError(f"result not ready after {timeout} s")
+        self._retrieved = True
+        return None if self._success else self._value  # type: ignore[no-any-return]
+
+    def add_done_callback(self, fn: Callable[[AsyncResult[Any]], None]) -> None:
+        """Call ``fn(self)`` when done (at once if already done), in the completing thread."""
+        if self._value is not _PENDING:
+            fn(self)
+            return
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(fn)
+        # Completion may have raced with the append; _set drains waiters after publishing.
+        if self._value is not _PENDING and fn in self._waiters:
+            self._waiters.remove(fn)
+            fn(self)
+
+    def __await__(self) -> Generator[Any, None, T]:
+        if self._value is _PENDING:
+            loop = asyncio.get_running_loop()
+            fut: asyncio.Future[None] = loop.create_future()
+
+            def wake(_: AsyncResult[Any]) -> None:
+                loop.call_soon_threadsafe(_resolve, fut)
+
+            self.add_done_callback(wake)
+            yield from fut.__await__()
+        return self.get()
+
+    # -- completion (result thread) ------------------------------------------------------------
+    def _set(self, success: bool, value: Any) -> None:
+        if self._value is not _PENDING:
+            return
+        self._success = success
+        self._value = value
+        self._latch.release()
+        cb = self._callback if success else self._error_callback
+        if cb is not None:
+            try:
+                cb(value)
+            except BaseException:  # a raising callback must not kill the result thread
+                logger.exception("multitask: %s raised in the result thread",
+                                 "callback" if success else "error_callback")
+        waiters, self._waiters = self._waiters, None
+        if waiters:
+            for fn in waiters:
+                try:
+                    fn(self)
+                except BaseException:
+                    logger.exception("multitask: done-callback raised")
+
+    def _report_unretrieved(self, when: str) -> None:
+        if self._value is _PENDING or self._success or self._retrieved:
+            return
+        self._retrieved = True
+        exc = self._value
+        logger.error("multitask: a task failed and its error was never retrieved (%s):\n%s",
+                     when, format_remote(exc))
+
+    def __del__(self) -> None:
+        try:
+            self._report_unretrieved("result garbage-collected")
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        state = ("pending" if self._value is _PENDING
+                 else "ok" if self._success else f"failed: {type(self._value).__name__}")
+        return f"<{type(self).__name__} {state}>"
+
+
+ApplyResult = AsyncResult  # the stdlib's name
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class MapResult(AsyncResult[list]):
+    """The result of ``map_async``/``starmap_async``: a list in input order.
+
+    Fails as a whole with the first error of any chunk (as the stdlib does); the chunks not yet
+    started are then not run.
+    """
+
+    __slots__ = ("_items", "_remaining", "_lock")
+
+    def __init__(self, pool_ref: Any, length: int, callback: Any = None,
+                 error_callback: Any = None) -> None:
+        super().__init__(pool_ref, callback, error_callback)
+        self._items: list[Any] = [None] * length
+        self._remaining = length
+        self._lock = threading.Lock()
+        if length == 0:
+            self._set(True, self._items)
+
+    def _deliver(self, start: int, ok: bool, values: Any, n: int) -> bool:
+        """Store one chunk; returns False if the whole result is now failed."""
+        if self._value is not _PENDING:
+            return self._success
+        if not ok:
+            self._set(False, values)
+            return False
+        with self._lock:
+            self._items[start:start + n] = values
+            self._remaining -= n
+            done = self._remaining == 0
+        if done:
+            self._set(True, self._items)
+        return True
+
+
+class IMapIterator(Iterator[T]):
+    """The iterator returned by ``imap`` (ordered) and ``imap_unordered``.
+
+    ``next(timeout=None)`` blocks until the next result is available (``multitask.TimeoutError``
+    after ``timeout``).  A failed task raises its exception at its position; iteration may
+    continue after it (the stdlib stops when chunksize > 1).
+    """
+
+    def __init__(self, ordered: bool, pool_ref: Any = None) -> None:
+        self._ordered = ordered
+        self._cond = threading.Condition(threading.Lock())
+        self._ready: collections.deque[tuple[bool, Any, int]] = collections.deque()
+        self._by_start: dict[int, tuple[bool, Any, int]] = {}
+        self._next_start = 0
+        self._current: Iterator[Any] | None = None
+        self._length: int | None = None    # total items, once known
+        self._yielded = 0                   # items yielded or skipped (failed chunks)
+        self._pool_ref = pool_ref
+        self._unretrieved: list[BaseException] = []
+
+    def _set_length(self, n: int) -> None:
+        with self._cond:
+            self._length = n
+            self._cond.notify_all()
+
+    def _deliver(self, start: int, ok: bool, values: Any, n: int) -> bool:
+        with self._cond:
+            if self._ordered:
+                self._by_start[start] = (ok, values, n)
+                while self._next_start in self._by_start:
+                    item = self._by_start.pop(self._next_start)
+                    self._ready.append(item)
+                    self._next_start += item[2]
+            else:
+                self._ready.append((ok, values, n))
+            self._cond.notify()
+        return True
+
+    def __iter__(self) -> IMapIterator[T]:
+        return self
+
+    def next(self, timeout: float | None = None) -> T:
+        timeout = _check_timeout(timeout)
+        while True:
+            if self._current is not None:
+                try:
+                    return next(self._current)  # type: ignore[no-any-return]
+                except StopIteration:
+                    self._current = None
+            with self._cond:
+                deadline = None if timeout is None else time.monotonic() + timeout
+                while not self._ready:
+                    if self._length is not None and self._yielded >= self._length:
+                        raise StopIteration
+                    if deadline is None:
+                        self._cond.wait()
+                    else:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            raise TimeoutError(f"no result within {timeout} s")
+                        self._cond.wait(left)
+                ok, values, n = self._ready.popleft()
+                self._yielded += n
+            if not ok:
+                raise values
+            self._current = iter(values)
+
+    __next__ = next
