@@ -1,0 +1,314 @@
+"""multitask.queues: stdlib behaviour, batch calls, pickling to children, the 4x4 stress run."""
+
+from __future__ import annotations
+
+import os
+import queue
+import time
+
+import pytest
+
+import multitask
+from multitask import ClosedError, SerializationError
+from multitask.queues import JoinableQueue, Queue, SimpleQueue
+
+
+@pytest.fixture
+def q():
+    qu = Queue()
+    yield qu
+    qu.close()
+
+
+def test_exported_from_package():
+    assert multitask.Queue is not None
+    assert isinstance(multitask.Queue(), Queue)
+
+
+def test_fifo_and_exact_qsize(q):
+    for i in range(100):
+        q.put(i)
+    assert q.qsize() == 100 and not q.empty() and not q.full()
+    assert [q.get() for _ in range(100)] == list(range(100))
+    assert q.empty()
+
+
+def test_bounded_full_and_timeouts():
+    qu = Queue(2)
+    try:
+        qu.put(1)
+        qu.put_nowait(2)
+        assert qu.full() and qu.maxsize == 2
+        with pytest.raises(queue.Full):
+            qu.put_nowait(3)
+        with pytest.raises(queue.Full):
+            qu.put(3, block=False)
+        t = time.monotonic()
+        with pytest.raises(queue.Full):
+            qu.put(3, timeout=0.1)
+        assert time.monotonic() - t >= 0.09
+        assert qu.get_nowait() == 1 and qu.get() == 2
+        with pytest.raises(queue.Empty):
+            qu.get_nowait()
+        with pytest.raises(queue.Empty):
+            qu.get(timeout=0.05)
+        with pytest.raises(queue.Empty):
+            qu.get(False, 10)  # block=False ignores timeout, as in the stdlib
+    finally:
+        qu.close()
+
+
+@pytest.mark.parametrize("bad, exc", [("x", TypeError), (1.5, TypeError), (None, TypeError)])
+def test_bad_maxsize(bad, exc):
+    with pytest.raises(exc):
+        Queue(bad)
+
+
+def test_negative_maxsize_is_unbounded():
+    qu = Queue(-5)
+    try:
+        assert qu.maxsize == 0 and not qu.full()
+    finally:
+        qu.close()
+
+
+def test_bad_timeouts(q):
+    with pytest.raises(ValueError):
+        q.put(1, timeout=-1)
+    with pytest.raises(ValueError):
+        q.get(timeout=-1)
+    with pytest.raises(TypeError):
+        q.get(timeout="soon")
+    with pytest.raises(ValueError):
+        q.get_many(0)
+    with pytest.raises(TypeError):
+        q.get_many("3")
+    assert q.empty()
+
+
+def test_pickling_error_raises_from_put(q):
+    import threading
+
+    with pytest.raises(SerializationError):
+        q.put(threading.Lock())
+    assert q.empty()
+    q.put(lambda: 42)  # cloudpickle fallback
+    assert q.get()() == 42
+
+
+def test_use_after_close():
+    qu = Queue()
+    qu.put(1)
+    qu.close()
+    qu.close()
+    qu.join_thread()
+    qu.cancel_join_thread()
+    for call in (lambda: qu.put(1), qu.get, qu.qsize, qu.empty, lambda: qu.get_many(2),
+                 lambda: qu.put_many([1])):
+        with pytest.raises(ClosedError):
+            call()
+    with pytest.raises(ValueError):  # ClosedError is a ValueError, like the stdlib's
+        qu.get()
+
+
+def test_put_many_get_many(q):
+    q.put_many(range(10))
+    assert q.get_many(3) == [0, 1, 2]
+    assert q.get_many(100) == list(range(3, 10))
+    with pytest.raises(queue.Empty):
+        q.get_many(5, timeout=0)
+    with pytest.raises(queue.Empty):
+        q.get_many(5, timeout=0.05)
+
+
+def test_put_many_full_reports_count():
+    qu = Queue(3)
+    try:
+        with pytest.raises(queue.Full) as info:
+            qu.put_many(range(5), timeout=0.05)
+        assert info.value.put_count == 3
+        assert qu.get_many(10) == [0, 1, 2]
+    finally:
+        qu.close()
+
+
+def test_large_objects_and_arrays_through_queue(q):
+    np = pytest.importorskip("numpy")
+    blob = os.urandom(3 << 20)  # bigger than a bounded ring's spill threshold
+    arr = np.arange(2_000_000, dtype=np.float64)
+    q.put(blob)
+    q.put(arr)
+    assert q.get() == blob
+    out = q.get()
+    assert (out == arr).all()
+
+
+def test_unread_items_released_at_last_close():
+    np = pytest.importorskip("numpy")
+    qu = Queue()
+    prefix = qu._prefix
+    qu.put(np.zeros(100_000))
+    qu.put(os.urandom(20 << 20))
+    assert [n for n in os.listdir("/dev/shm") if n.startswith(prefix)]
+    qu.close()
+    assert not [n for n in os.listdir("/dev/shm") if n.startswith(prefix)]
+
+
+def test_simple_queue():
+    sq = SimpleQueue()
+    try:
+        assert sq.empty()
+        sq.put("a")
+        assert not sq.empty()
+        assert sq.get() == "a"
+    finally:
+        sq.close()
+
+
+def test_joinable_queue_join_and_task_done():
+    jq = JoinableQueue()
+    try:
+        jq.put(1)
+        jq.put_many([2, 3])
+        assert jq.join(timeout=0.05) is False
+        for _ in range(3):
+            jq.get()
+            jq.task_done()
+        assert jq.join(timeout=1) is True
+        with pytest.raises(ValueError):
+            jq.task_done()
+    finally:
+        jq.close()
+
+
+# --- across processes, for every start method ---------------------------------------------
+
+def _producer(q, start, n):
+    for i in range(start, start + n):
+        q.put(i)
+
+
+def _echo(inq, outq):
+    while True:
+        item = inq.get()
+        if item is None:
+            break
+        outq.put(item * 2)
+
+
+def _joinable_worker(jq):
+    while True:
+        item = jq.get()
+        jq.task_done()
+        if item is None:
+            break
+
+
+def test_queue_between_processes(ctx):
+    q = Queue()
+    p = ctx.Process(target=_producer, args=(q, 0, 500))
+    p.start()
+    got = sorted(q.get(timeout=30) for _ in range(500))
+    p.join(30)
+    assert got == list(range(500)) and p.exitcode == 0
+    q.close()
+
+
+def test_request_reply_with_child(ctx):
+    inq, outq = Queue(10), SimpleQueue()
+    p = ctx.Process(target=_echo, args=(inq, outq))
+    p.start()
+    for i in range(50):
+        inq.put(i)
+        assert outq.get() == 2 * i
+    inq.put(None)
+    p.join(30)
+    assert p.exitcode == 0
+    inq.close()
+    outq.close()
+
+
+def test_joinable_queue_with_child(ctx):
+    jq = JoinableQueue()
+    p = ctx.Process(target=_joinable_worker, args=(jq,))
+    p.start()
+    jq.put_many(range(100))
+    jq.put(None)
+    assert jq.join(timeout=30) is True
+    p.join(30)
+    assert p.exitcode == 0
+    jq.close()
+
+
+def test_parent_closes_right_after_put_child_still_reads(ctx):
+    # stdlib idiom: put then close in the parent; the items must still reach the child
+    q, out = Queue(), Queue()
+    q.put_many([1, 2, 3])
+    q.put(None)
+    p = ctx.Process(target=_echo, args=(q, out))
+    p.start()
+    q.close()
+    assert sorted(out.get(timeout=30) for _ in range(3)) == [2, 4, 6]
+    p.join(30)
+    assert p.exitcode == 0
+    out.close()
+
+
+# --- the stress run of DESIGN.md section 5 --------------------------------------------------
+
+N_PER_PRODUCER = 250_000
+BATCH = 500
+
+
+def _stress_producer(q, index):
+    base = index * N_PER_PRODUCER
+    for start in range(base, base + N_PER_PRODUCER, BATCH):
+        q.put_many(range(start, min(start + BATCH, base + N_PER_PRODUCER)))
+
+
+def _stress_consumer(q, results):
+    count = total = 0
+    while True:
+        items = q.get_many(BATCH)
+        sentinels = 0
+        for item in items:
+            if item is None:
+                sentinels += 1
+            else:
+                count += 1
+                total += item
+        if sentinels:
+            # one sentinel is ours; hand back any we took that belong to other consumers
+            if sentinels > 1:
+                q.put_many([None] * (sentinels - 1))
+            break
+    results.put((count, total))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_stress_4_producers_4_consumers_250k_each():
+    """4 producers x 250 000 messages, 4 consumers, one bounded Queue; batched calls
+    (put_many/get_many of 500) keep it within about a minute on 2 cores."""
+    ctx = multitask.get_context("fork")
+    q, results = Queue(maxsize=10_000), Queue()
+    consumers = [ctx.Process(target=_stress_consumer, args=(q, results)) for _ in range(4)]
+    producers = [ctx.Process(target=_stress_producer, args=(q, i)) for i in range(4)]
+    for p in consumers + producers:
+        p.start()
+    for p in producers:
+        p.join(150)
+        assert p.exitcode == 0
+    # one sentinel per consumer; a consumer stops at the first it sees
+    for _ in consumers:
+        q.put(None)
+    counts = [results.get(timeout=60) for _ in consumers]
+    for p in consumers:
+        p.join(30)
+        assert p.exitcode == 0
+    n = 4 * N_PER_PRODUCER
+    assert sum(c for c, _ in counts) == n
+    assert sum(t for _, t in counts) == n * (n - 1) // 2
+    assert q.empty()
+    q.close()
+    results.close()
