@@ -331,8 +331,15 @@ def test_unsafe_directory_is_refused(regdir, tmp_path):
     with pytest.warns(RegistryWarning, match="not a plain directory"):
         assert read_all() == []
     r = Registry()
+    pool = FakePool()
     try:
-        r.register_pool(FakePool())
+        # the publisher thread refuses it (one warning, then it stops) ...
+        with pytest.warns(RegistryWarning, match="publishing stopped.*not a plain directory"):
+            r.register_pool(pool)
+            deadline = time.monotonic() + 5
+            while not r._broken and time.monotonic() < deadline:
+                time.sleep(0.01)
+        # ... and so does a direct publish
         with pytest.raises(RuntimeError, match="not a plain directory"):
             r.publish()
     finally:

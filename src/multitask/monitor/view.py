@@ -99,8 +99,11 @@ def build(entries: list[ProgramEntry], *, sampler: CpuSampler | None = None,
         # Task durations in the entry are as of its write; add the time since then.
         age = max(0.0, now - entry.updated_monotonic)
         info = proc_info(entry.pid, sampler=sampler)
+        name = " ".join(entry.argv)
+        if entry.argv[:1] in ([], ["-c"], [""]) and info is not None:
+            name = info.command[:100]  # `python -c ...`: argv says only "-c"
         main = Row(program=entry.pid, pid=entry.pid, role="main",
-                   name=" ".join(entry.argv) or entry.executable, cpu_count=entry.cpu_count,
+                   name=name or entry.executable, cpu_count=entry.cpu_count,
                    started=info.create_time if info else None, **_os_fields(info))
         pools = []
         for stats in entry.pools:
