@@ -89,16 +89,17 @@ def run_trial(fn: Callable[..., float], params: dict[str, Any], timeout: float) 
     pgid = proc.pid
     result: TrialResult
     try:
-        if recv.poll(timeout):
-            status, value, detail = recv.recv()
-            result = TrialResult(value) if status == "ok" else TrialResult(None, value, detail)
-        elif proc.exitcode is not None or not proc.is_alive():
-            result = TrialResult(None, f"trial process died (exit code {proc.exitcode})")
-        else:
-            result = TrialResult(None, f"timeout after {timeout:g}s")
-    except (EOFError, OSError):
-        proc.join(1.0)
-        result = TrialResult(None, f"trial process died (exit code {proc.exitcode})")
+        result = _wait_for_result(proc, recv, timeout)
+    except BaseException:
+        # Ctrl-C / SIGTERM of the runner: take the trial's whole process group down with us.
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        if proc.is_alive():  # not yet in its own group
+            proc.kill()
+        proc.join(2.0)
+        raise
     finally:
         recv.close()
     # The child tears its pools down after sending the result; give it a moment, then make sure.
@@ -112,6 +113,21 @@ def run_trial(fn: Callable[..., float], params: dict[str, Any], timeout: float) 
     _reap_group(pgid, grace=1.0)
     if os.environ.get("BENCH_DEBUG") and result.detail:
         sys.stderr.write(result.detail)
+    return result
+
+
+def _wait_for_result(proc: Any, recv: Any, timeout: float) -> TrialResult:
+    try:
+        if recv.poll(timeout):
+            status, value, detail = recv.recv()
+            result = TrialResult(value) if status == "ok" else TrialResult(None, value, detail)
+        elif proc.exitcode is not None or not proc.is_alive():
+            result = TrialResult(None, f"trial process died (exit code {proc.exitcode})")
+        else:
+            result = TrialResult(None, f"timeout after {timeout:g}s")
+    except (EOFError, OSError):
+        proc.join(1.0)
+        result = TrialResult(None, f"trial process died (exit code {proc.exitcode})")
     return result
 
 

@@ -21,6 +21,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import signal  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
@@ -102,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     selected = _parse_only(args.only)
+    # SIGTERM unwinds like Ctrl-C, so the running trial's process group is killed on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     timeout = args.timeout or (30.0 if args.quick else 60.0)
 
     def progress(msg: str) -> None:
