@@ -169,6 +169,7 @@ class Process(_mpprocess_module.BaseProcess):
         self._nice = _spawn.validate_nice(nice)
         self._cpu_affinity = _spawn.validate_cpu_affinity(cpu_affinity)
         self._from_main_thread = True
+        self._launch_method = ""
         self._psutil: psutil.Process | None = None
         super().__init__(None, target, name, tuple(args), dict(kwargs), daemon=daemon)
         if name is None:
@@ -211,6 +212,7 @@ class Process(_mpprocess_module.BaseProcess):
         # PR_SET_PDEATHSIG fires when the forking *thread* dies: only rely on it when we fork
         # from the main thread; otherwise the child watches its parent sentinel instead.
         self._from_main_thread = threading.current_thread() is threading.main_thread()
+        self._launch_method = method
         _mpprocess._cleanup()
         self._popen = popen_cls(self)
         self._sentinel = self._popen.sentinel
@@ -236,8 +238,9 @@ class Process(_mpprocess_module.BaseProcess):
         return super()._bootstrap(parent_sentinel)  # type: ignore[misc]
 
     def _child_setup(self, parent_sentinel: int | None) -> None:
-        ppid = os.getppid()
-        if ppid == self._parent_pid:
+        if self._launch_method != "forkserver":
+            # set_parent_death_signal exits at once if the parent already died (then our
+            # ppid is no longer _parent_pid): the race between fork and prctl.
             if self._from_main_thread or parent_sentinel is None:
                 _spawn.set_parent_death_signal(self._parent_pid)
             else:
@@ -246,6 +249,7 @@ class Process(_mpprocess_module.BaseProcess):
         else:
             # forkserver: our OS parent is the forkserver (which exits when the real parent is
             # gone); also watch the real parent through the sentinel it holds open.
+            ppid = os.getppid()
             if _spawn.parent_death_signal_supported():
                 _spawn.set_parent_death_signal(ppid)
             if parent_sentinel is not None:
