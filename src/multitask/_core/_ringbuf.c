@@ -88,7 +88,7 @@ typedef struct {
     int64_t j_unfinished;
     /* attach bookkeeping, protected by mutex */
     uint32_t pending_attach;  /* pickled/forked but not yet attached */
-    uint32_t _pad1;
+    uint32_t recoveries;      /* times a locker found the owner dead (EOWNERDEAD) */
     rb_pidslot pids[RB_MAX_PIDS];
     /* futex words on their own cache line: touched without the mutex */
     uint32_t _align[16] __attribute__((aligned(64)));
@@ -205,6 +205,7 @@ static int rb_lock(RingObject *self)
     if (r == EOWNERDEAD) {
         /* the previous owner died inside a critical section: finish or drop its commit */
         rb_recover(h);
+        h->recoveries++;
         pthread_mutex_consistent(&h->mutex);
         r = 0;
     }
@@ -933,6 +934,13 @@ static PyObject *Ring_read_count(RingObject *self, void *closure)
     return PyLong_FromUnsignedLongLong(__atomic_load_n(&self->hdr->nread, __ATOMIC_ACQUIRE));
 }
 
+static PyObject *Ring_recoveries(RingObject *self, void *closure)
+{
+    if (check_open(self) < 0)
+        return NULL;
+    return PyLong_FromUnsignedLong(__atomic_load_n(&self->hdr->recoveries, __ATOMIC_ACQUIRE));
+}
+
 static PyObject *Ring_capacity(RingObject *self, void *closure)
 {
     if (check_open(self) < 0)
@@ -1232,6 +1240,8 @@ static PyGetSetDef Ring_getset[] = {
     {"write_count", (getter)Ring_write_count, NULL, "messages ever committed by put", NULL},
     {"read_count", (getter)Ring_read_count, NULL, "messages ever removed by get", NULL},
     {"capacity", (getter)Ring_capacity, NULL, "data capacity in bytes", NULL},
+    {"recoveries", (getter)Ring_recoveries, NULL,
+     "times a process found the ring's lock owner dead and repaired the state", NULL},
     {"maxitems", (getter)Ring_maxitems, NULL, "max message count (0 = unbounded)", NULL},
     {"token", (getter)Ring_token, NULL, "random id of this ring", NULL},
     {"spill_threshold", (getter)Ring_spill_threshold, NULL, "larger payloads are spilled", NULL},
