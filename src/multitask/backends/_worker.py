@@ -213,7 +213,10 @@ def zygote_main(cmd: Any, report: Any, alive: Any, outbound: Any, slots: Any,
     # Ctrl-C goes to the whole foreground process group; only the parent should see it
     # (one KeyboardInterrupt, no worker tracebacks -- CPython gh-125886).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _spawn.set_parent_death_signal(parent_pid, signal.SIGKILL, sentinel=alive.fileno())
+    if os.getppid() == parent_pid:
+        _spawn.set_parent_death_signal(parent_pid, signal.SIGKILL)
+    # else: started through a forkserver, whose death is not ours to follow; the "alive" pipe
+    # below is what ties the zygote to the pool's process in every case.
     if nice is not None or cpu_affinity is not None:
         _spawn.apply_child_settings(nice, cpu_affinity)
     wake_r, wake_w = os.pipe()

@@ -2,8 +2,8 @@
 
 Data flow of one task (see also ``multitask.pool``'s docstring)::
 
-    caller thread                      worker process                  parent's result thread
-    -------------                      --------------                  ----------------------
+    caller thread                     worker process              parent's result thread
+    -------------                     --------------              ----------------------
     apply_async(f, args)
       args serialized now (errors raise here)
       Job -> _pending; _dispatch():
@@ -11,11 +11,11 @@ Data flow of one task (see also ``multitask.pool``'s docstring)::
         [F msg once per worker], T msg --> worker's inbound ring
         task appended to worker.inflight       get_many() -> slot := task
                                                run f, serialize result
-                                               R msg --> shared result ring --> get_many()
-                                               (flush; slot := 0)                 pop worker.inflight
-                                                                                  _dispatch() more
-                                                                                  job.task_done()
-                                                                                    -> AsyncResult._set
+                                               R msg --> result ring --> get_many()
+                                               (flush; slot := 0)          pop worker.inflight
+                                                                           _dispatch() more
+                                                                           job.task_done()
+                                                                           -> AsyncResult._set
 
 The parent always knows which worker holds which task (``worker.inflight``, in the order they
 were sent; results come back in that order).  When a worker dies, its zygote reports the exit;
@@ -67,7 +67,7 @@ from ._worker import (
     FUNC_HDR,
     RES_HDR,
     ST_OK,
-    ST_RAISED,
+    ST_UNSERIALIZABLE,
     TASK_HDR,
     zygote_main,
 )
@@ -85,8 +85,20 @@ _STARTED = struct.Struct("<cxxxIi")  # b"S", worker idx, pid
 class _Worker:
     """The parent's record of one worker slot (the slot index survives replacements)."""
 
-    __slots__ = ("idx", "pid", "ring", "inflight", "funcs", "forget", "state", "tasks_done",
-                 "tasks_failed", "started", "quota", "quitting")
+    __slots__ = (
+        "forget",
+        "funcs",
+        "idx",
+        "inflight",
+        "pid",
+        "quitting",
+        "quota",
+        "ring",
+        "started",
+        "state",
+        "tasks_done",
+        "tasks_failed",
+    )
 
     def __init__(self, idx: int, ring: Ring, quota: int | None) -> None:
         self.idx = idx
@@ -106,7 +118,7 @@ class _Worker:
 class _Sends:
     """Work decided under the lock, carried out after it is released."""
 
-    __slots__ = ("puts", "failures")
+    __slots__ = ("failures", "puts")
 
     def __init__(self) -> None:
         self.puts: list[tuple[_Worker, list[bytes]]] = []
@@ -142,11 +154,12 @@ class ProcessBackend(Backend):
                          for i in range(self.processes)]
 
         method = self.context.get_start_method() if self.context is not None else "fork"
-        # Forking a multi-threaded parent can deadlock the child (gh-84559): the zygote is forked
-        # only from a single-threaded parent, and started through a forkserver otherwise.
-        if method == "fork" and threading.active_count() > 1:
+        # Forking a multi-threaded parent can deadlock the child on a lock another thread held
+        # (gh-84559): the zygote is forked only when every other thread is one of multitask's
+        # own (which hold no lock across a fork), and started through a forkserver otherwise.
+        if method == "fork" and not _fork_is_safe():
             method = "forkserver"
-        mpctx = multiprocessing.get_context(method)
+        mpctx: Any = multiprocessing.get_context(method)
         cmd_r, self._cmd = mpctx.Pipe(duplex=False)
         self._report, report_w = mpctx.Pipe(duplex=False)
         alive_r, self._alive = mpctx.Pipe(duplex=False)
@@ -229,7 +242,7 @@ class ProcessBackend(Backend):
                 if task is None:
                     self._pending.popleft()
                     if not source.exhausted:
-                        self._starved.append(source)  # type: ignore[arg-type]
+                        self._starved.append(source)
                     continue
                 job = task.job
                 try:
@@ -374,7 +387,8 @@ class ProcessBackend(Backend):
                 continue
             ok = status == ST_OK
             try:
-                value = _serialize.loads(body) if ok else _remote_exception(body)
+                value = (_serialize.loads(body) if ok
+                         else _remote_exception(body, status == ST_UNSERIALIZABLE))
             except BaseException as exc:
                 ok = False
                 value = SerializationError(
@@ -719,6 +733,12 @@ class _Redo:
             task.job.task_done(task, False, exc, 0.0, 0.0, -1, None)
 
 
+def _fork_is_safe() -> bool:
+    """True if every other live Python thread is a multitask thread (named ``multitask-*``)."""
+    me = threading.current_thread()
+    return all(t is me or t.name.startswith("multitask-") for t in threading.enumerate())
+
+
 def _dumps_function(fn: Any) -> bytes:
     """Functions importable by name are sent by reference; the rest by value (cloudpickle).
 
@@ -746,7 +766,7 @@ def _as_serialization_error(exc: BaseException, what: str) -> BaseException:
     return err
 
 
-def _remote_exception(body: Any) -> BaseException:
+def _remote_exception(body: Any, unserializable: bool = False) -> BaseException:
     """Re-create a task's exception in the parent, with the worker's traceback as __cause__.
 
     If the exception object cannot be unpickled here, a :class:`RemoteError` carrying its type
@@ -763,6 +783,13 @@ def _remote_exception(body: Any) -> BaseException:
             exc = None
     else:
         note = " (the exception could not be pickled in the worker)"
+    if unserializable:
+        # The task succeeded but its result could not be pickled in the worker.
+        wrapped = SerializationError(text)
+        wrapped.__cause__ = exc if isinstance(exc, BaseException) else RemoteTraceback(tb)
+        if isinstance(exc, BaseException):
+            exc.__cause__ = RemoteTraceback(tb)
+        return wrapped
     if not isinstance(exc, BaseException):
         exc = RemoteError(f"{tname}: {text}{note}", type_name=tname, remote_traceback=tb)
     exc.__cause__ = RemoteTraceback(tb)

@@ -46,8 +46,18 @@ _LAZY_CHUNK_SECONDS = 0.002
 class Task:
     """One unit of work, as the backend sees it."""
 
-    __slots__ = ("job", "id", "start", "data", "n", "worker", "dispatched", "wire", "seq",
-                 "started")
+    __slots__ = (
+        "data",
+        "dispatched",
+        "id",
+        "job",
+        "n",
+        "seq",
+        "start",
+        "started",
+        "wire",
+        "worker",
+    )
 
     def __init__(self, job: Job, start: int, data: Any, n: int) -> None:
         self.job = job
@@ -194,7 +204,7 @@ class MapJob(Job):
             if self._seq is not None:
                 assert self.length is not None
                 remaining = self.length - self._next
-                size = self._chunk_size(remaining)
+                size = min(self._chunk_size(remaining), remaining)
                 start = self._next
                 data = self._seq[start:start + size]
                 self._next += size
@@ -260,7 +270,7 @@ class _Feeder:
         self.error: BaseException | None = None
         self._cond = threading.Condition(threading.Lock())
         self._stopped = False
-        self._thread = threading.Thread(target=self._run, name="multitask-feeder", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="imap-feeder", daemon=True)
 
     def start(self) -> None:
         self._thread.start()

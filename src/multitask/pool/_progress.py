@@ -19,7 +19,7 @@ def check_progress(progress: Any) -> bool | str:
     if progress is None or progress is False:
         return False
     if progress is True or progress == _ALWAYS:
-        return progress  # type: ignore[no-any-return]
+        return progress
     raise ValueError(f"progress must be True, False or {_ALWAYS!r}, not {progress!r}")
 
 
@@ -38,7 +38,7 @@ def _rate_column_class() -> Any:
     return RateColumn
 
 
-def _RateColumn() -> Any:  # noqa: N802 - reads like the rich column classes it sits among
+def _RateColumn() -> Any:
     return _rate_column_class()()
 
 

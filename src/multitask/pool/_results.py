@@ -57,8 +57,18 @@ class AsyncResult(Generic[T]):
     vanishing.
     """
 
-    __slots__ = ("__weakref__", "_callback", "_error_callback", "_latch", "_pool_ref",
-                 "_retrieved", "_success", "_value", "_waiters", "_created")
+    __slots__ = (
+        "__weakref__",
+        "_callback",
+        "_created",
+        "_error_callback",
+        "_latch",
+        "_pool_ref",
+        "_retrieved",
+        "_success",
+        "_value",
+        "_waiters",
+    )
 
     def __init__(self, pool_ref: Any = None,
                  callback: Callable[[Any], object] | None = None,
@@ -108,7 +118,7 @@ class AsyncResult(Generic[T]):
             raise TimeoutError(f"result not ready after {timeout} s")
         self._retrieved = True
         if self._success:
-            return self._value  # type: ignore[no-any-return]
+            return self._value
         raise self._value
 
     # -- beyond the stdlib ---------------------------------------------------------------------
@@ -118,7 +128,7 @@ class AsyncResult(Generic[T]):
         if self._value is _PENDING:
             raise TimeoutError(f"result not ready after {timeout} s")
         self._retrieved = True
-        return None if self._success else self._value  # type: ignore[no-any-return]
+        return None if self._success else self._value
 
     def add_done_callback(self, fn: Callable[[AsyncResult[Any]], None]) -> None:
         """Call ``fn(self)`` when done (at once if already done), in the completing thread."""
@@ -202,7 +212,7 @@ class MapResult(AsyncResult[list]):
     started are then not run.
     """
 
-    __slots__ = ("_items", "_remaining", "_lock")
+    __slots__ = ("_items", "_lock", "_remaining")
 
     def __init__(self, pool_ref: Any, length: int, callback: Any = None,
                  error_callback: Any = None) -> None:
@@ -275,7 +285,7 @@ class IMapIterator(Iterator[T]):
         while True:
             if self._current is not None:
                 try:
-                    return next(self._current)  # type: ignore[no-any-return]
+                    return next(self._current)
                 except StopIteration:
                     self._current = None
             with self._cond:

@@ -1,0 +1,355 @@
+"""The Pool's stdlib API and what multitask adds, for every start method."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import threading
+import time
+
+import pytest
+
+import multitask
+from multitask.pool import AsyncResult, PoolStatistics, WorkerStatistics
+
+
+def sq(x):
+    return x * x
+
+
+def add(a, b):
+    return a + b
+
+
+def kw(a, *, b=0):
+    return a - b
+
+
+def boom(x):
+    raise ValueError(f"boom {x}")
+
+
+def fail_on(x, bad=3):
+    if x == bad:
+        raise KeyError(x)
+    return x
+
+
+def getpid(_=None):
+    return os.getpid()
+
+
+def sleepy(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+_GLOBAL = {"value": None}
+
+
+def set_global(value):
+    _GLOBAL["value"] = value
+
+
+def read_global(_=None):
+    return _GLOBAL["value"]
+
+
+@pytest.fixture
+def pool(ctx):
+    with ctx.Pool(2) as p:
+        yield p
+
+
+# -- the stdlib API ---------------------------------------------------------------------------
+
+def test_apply_and_apply_async(pool):
+    assert pool.apply(add, (2, 3)) == 5
+    assert pool.apply(kw, (5,), {"b": 2}) == 3
+    r = pool.apply_async(sq, (7,))
+    assert isinstance(r, AsyncResult)
+    assert r.get(timeout=30) == 49
+    assert r.ready() and r.successful()
+    r.wait(1)
+
+
+def test_map_family(pool):
+    assert pool.map(sq, range(100)) == [x * x for x in range(100)]
+    assert pool.map(sq, []) == []
+    assert pool.map(sq, range(50), chunksize=7) == [x * x for x in range(50)]
+    assert pool.map_async(sq, [1, 2, 3]).get(30) == [1, 4, 9]
+    assert pool.starmap(add, [(1, 2), (3, 4)]) == [3, 7]
+    assert pool.starmap_async(add, [(1, 1)]).get(30) == [2]
+    assert list(pool.imap(sq, range(20))) == [x * x for x in range(20)]
+    assert sorted(pool.imap_unordered(sq, range(20))) == sorted(x * x for x in range(20))
+    assert list(pool.imap(sq, range(30), chunksize=4)) == [x * x for x in range(30)]
+
+
+def test_imap_lazy_generator_of_unknown_length(pool):
+    gen = (i for i in range(1000))
+    assert list(pool.imap(sq, gen, chunksize=None)) == [i * i for i in range(1000)]
+    assert sorted(pool.imap_unordered(sq, (i for i in range(333)))) == sorted(
+        i * i for i in range(333))
+    assert list(pool.imap(sq, iter([]))) == []
+
+
+def test_map_auto_chunksize_large_range(pool):
+    out = pool.map(sq, range(100_000))
+    assert len(out) == 100_000 and out[-1] == 99_999 ** 2
+
+
+def test_callbacks_and_error_callbacks(pool):
+    got, errs = [], []
+    done = threading.Event()
+    pool.apply_async(sq, (4,), callback=got.append)
+    pool.apply_async(boom, (1,), error_callback=lambda e: (errs.append(e), done.set()))
+    pool.map_async(sq, [1, 2], callback=got.append).get(30)
+    assert done.wait(30)
+    deadline = time.monotonic() + 10
+    while len(got) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert 16 in got and [1, 4] in got
+    assert isinstance(errs[0], ValueError)
+
+
+def test_raising_callback_does_not_kill_the_pool(pool, caplog):
+    def bad_callback(_):
+        raise RuntimeError("callback bug")
+
+    with caplog.at_level(logging.ERROR, logger="multitask"):
+        pool.apply_async(sq, (2,), callback=bad_callback).wait(30)
+        assert pool.apply(sq, (3,)) == 9
+    assert any("callback" in r.getMessage() for r in caplog.records)
+
+
+def test_exception_reraised_with_remote_traceback(pool):
+    with pytest.raises(ValueError, match="boom 5") as info:
+        pool.apply(boom, (5,))
+    cause = info.value.__cause__
+    assert isinstance(cause, multitask.pool._results.__class__) or cause is not None
+    assert "boom" in str(cause) and "Traceback" in str(cause)
+    r = pool.apply_async(boom, (1,))
+    r.wait(30)
+    assert not r.successful()
+    with pytest.raises(KeyError):
+        pool.map(fail_on, range(10))
+    it = pool.imap(fail_on, range(6))
+    assert [next(it), next(it), next(it)] == [0, 1, 2]
+    with pytest.raises(KeyError):
+        next(it)
+    assert list(it) == [4, 5]   # iteration goes on after a failed item (chunksize 1)
+
+
+def test_get_timeout_raises_multitask_timeout(pool):
+    r = pool.apply_async(sleepy, (1.5,))
+    with pytest.raises(multitask.TimeoutError):
+        r.get(timeout=0.05)
+    with pytest.raises(TimeoutError):   # also the builtin
+        r.get(timeout=0.01)
+    assert r.get(timeout=30) == 1.5
+    it = pool.imap(sleepy, [1.0])
+    with pytest.raises(multitask.TimeoutError):
+        it.next(timeout=0.05)
+    assert it.next(timeout=30) == 1.0
+
+
+def test_initializer_sets_worker_globals(ctx):
+    with ctx.Pool(2, initializer=set_global, initargs=("ready",)) as p:
+        assert set(p.map(read_global, range(8))) == {"ready"}
+
+
+def test_initializer_failure_fails_tasks_not_loop(ctx):
+    with ctx.Pool(1, initializer=boom, initargs=(0,)) as p:
+        with pytest.raises(multitask.ProcessError, match="initializer"):
+            p.apply(sq, (1,))
+
+
+def test_close_join_and_closed_errors(ctx):
+    p = ctx.Pool(2)
+    r = p.apply_async(sleepy, (0.2,))
+    with pytest.raises(ValueError, match="still running"):
+        p.join()
+    p.close()
+    with pytest.raises(multitask.ClosedError):
+        p.apply_async(sq, (1,))
+    with pytest.raises(ValueError):        # ClosedError is a ValueError, like the stdlib's
+        p.map(sq, [1])
+    p.join()
+    assert r.get(0) == 0.2      # accepted work finished before the workers left
+
+
+def test_terminate_fails_pending_results_instead_of_hanging(ctx):
+    p = ctx.Pool(1)
+    rs = [p.apply_async(sleepy, (5,)) for _ in range(3)]
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    p.terminate()
+    p.join()
+    assert time.monotonic() - t0 < 10
+    for r in rs:
+        with pytest.raises(multitask.ClosedError):
+            r.get(timeout=5)
+
+
+def test_context_manager_terminates(ctx):
+    with ctx.Pool(2) as p:
+        pids = set(p.map(getpid, range(20)))
+    assert p._state == "terminated"
+    for pid in pids:
+        assert not _alive(pid)
+
+
+def test_maxtasksperchild_recycles_workers(ctx):
+    with ctx.Pool(2, maxtasksperchild=3) as p:
+        pids = [p.apply(getpid) for _ in range(12)]
+        assert len(set(pids)) >= 4
+        assert p.map(sq, range(40), chunksize=1) == [x * x for x in range(40)]
+
+
+# -- beyond the stdlib ------------------------------------------------------------------------
+
+def test_submit_returns_future(pool):
+    fut = pool.submit(add, 1, b=2)
+    assert isinstance(fut, concurrent.futures.Future)
+    assert fut.result(timeout=30) == 3
+    futs = [pool.submit(sq, i) for i in range(10)]
+    assert sorted(f.result(30) for f in concurrent.futures.as_completed(futs, 60)) == sorted(
+        i * i for i in range(10))
+    bad = pool.submit(boom, 2)
+    assert isinstance(bad.exception(timeout=30), ValueError)
+
+
+def test_async_result_is_awaitable(pool):
+    async def main():
+        a = pool.apply_async(sq, (3,))
+        b = pool.map_async(sq, [1, 2])
+        return await a, await b
+
+    assert asyncio.run(main()) == (9, [1, 4])
+
+
+def test_lambdas_and_closures(ctx):
+    factor = 3
+
+    def closure(x):
+        return x * factor
+
+    with ctx.Pool(2) as p:
+        assert p.map(lambda x: x + 1, range(5)) == [1, 2, 3, 4, 5]
+        assert p.apply(closure, (2,)) == 6
+        assert p.submit(lambda: "hi").result(30) == "hi"
+
+
+def test_statistics_snapshot(pool):
+    pool.map(sq, range(1000))
+    r = pool.apply_async(sleepy, (1.0,))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        stats = pool.statistics()
+        if any(w.current_task is not None for w in stats.workers):
+            break
+        time.sleep(0.02)
+    assert isinstance(stats, PoolStatistics)
+    assert len(stats.workers) == 2
+    assert all(isinstance(w, WorkerStatistics) and w.pid for w in stats.workers)
+    busy = [w for w in stats.workers if w.current_task is not None]
+    assert busy and busy[0].state == "busy" and busy[0].current_task.function.endswith("sleepy")
+    assert stats.submitted >= 1001 and stats.completed >= 1000 and stats.failed == 0
+    with pytest.raises(AttributeError):
+        stats.completed = 0  # type: ignore[misc]
+    r.get(30)
+    assert sum(w.tasks_done for w in pool.statistics().workers) >= 2
+
+
+def test_unretrieved_error_is_logged_when_garbage_collected(pool, caplog):
+    with caplog.at_level(logging.ERROR, logger="multitask"):
+        r = pool.apply_async(boom, (42,))
+        r.wait(30)
+        del r
+        # seed 004's pattern: the result object is dropped at once
+        pool.apply_async(boom, (43,))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any(
+                "boom 43" in rec.getMessage() for rec in caplog.records):
+            time.sleep(0.02)
+    text = "\n".join(rec.getMessage() for rec in caplog.records)
+    assert "boom 42" in text and "boom 43" in text
+    assert "never retrieved" in text
+
+
+def test_unretrieved_error_is_logged_when_pool_closes(ctx, caplog):
+    with caplog.at_level(logging.ERROR, logger="multitask"):
+        p = ctx.Pool(1)
+        kept = p.apply_async(boom, (7,))
+        retrieved = p.apply_async(boom, (8,))
+        with pytest.raises(ValueError):
+            retrieved.get(30)
+        kept.wait(30)
+        p.close()
+        p.join()
+    text = "\n".join(rec.getMessage() for rec in caplog.records)
+    assert "boom 7" in text and "boom 8" not in text
+    del kept
+
+
+def test_progress_bar_forced_and_quiet(pool, capsys):
+    assert pool.map(sq, range(50), progress="always") == [x * x for x in range(50)]
+    err = capsys.readouterr().err
+    assert "50/50" in err
+    assert list(pool.imap(sq, range(10), progress=True)) == [x * x for x in range(10)]
+    assert "10/10" not in capsys.readouterr().err     # not a terminal: quiet
+
+
+def test_timeline_records_every_task(pool, tmp_path):
+    pool.map(sq, range(40), chunksize=4)
+    records = pool.timeline()
+    assert len(records) >= 10
+    ids = [r.task_id for r in records]
+    assert len(ids) == len(set(ids))
+
+
+# -- bad input --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs, exc", [
+    ({"processes": 0}, ValueError),
+    ({"processes": -1}, ValueError),
+    ({"processes": "2"}, TypeError),
+    ({"processes": 1, "initializer": 5}, TypeError),
+    ({"processes": 1, "maxtasksperchild": 0}, ValueError),
+    ({"processes": 1, "task_timeout": -1}, ValueError),
+    ({"processes": 1, "backend": "nope"}, ValueError),
+    ({"processes": 1, "nice": 99}, ValueError),
+])
+def test_bad_pool_arguments(kwargs, exc):
+    with pytest.raises(exc):
+        multitask.Pool(**kwargs)
+
+
+def test_bad_call_arguments(pool):
+    with pytest.raises(TypeError):
+        pool.apply_async(5)
+    with pytest.raises(TypeError):
+        pool.map(sq, range(3), chunksize="x")
+    with pytest.raises(ValueError):
+        pool.map(sq, range(3), chunksize=0)
+    with pytest.raises(ValueError):
+        pool.apply_async(sq, (1,)).get(timeout=-1)
+    with pytest.raises(ValueError):
+        pool.map(sq, [1], progress="loud")
+    with pytest.raises(multitask.SerializationError):
+        pool.apply_async(sq, (threading.Lock(),))   # raises at the call, not later
+    assert pool.apply(sq, (2,)) == 4
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
