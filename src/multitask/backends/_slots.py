@@ -1,10 +1,10 @@
 """Per-worker "what am I running" slots in shared memory.
 
-Each worker writes, before it starts a task, the task id and the start time into its slot, and
-clears the slot once the results it holds have been flushed to the parent.  The parent reads the
-slots (never writes them while the worker lives) to decide, when a worker dies, which of the tasks
-it had been sent were running or had run (they fail) and which it never started (they are given to
-another worker), and to enforce ``task_timeout`` from the real start time.
+Each worker writes, before it starts a task, the task id and the start time into its slot.  The
+parent reads the slots (never writes them while the worker lives) to decide, when a worker dies,
+which of the tasks it had been sent was running (it fails) and which it never started (they are
+given to another worker), and to enforce ``task_timeout`` from the real start time.  A slot naming
+a task whose result already arrived means "between tasks".
 
 Layout: one 32-byte record per worker index: ``task_id: u64, start: f64 (time.monotonic, which is
 system-wide on Linux), generation: u64, spare: u64``.  A record is written as task id last-but-one

@@ -25,7 +25,7 @@ Inbound messages (parent -> this worker's ring)::
          followed by ``len`` bytes of the task's data, serialized by ``_serialize.dumps``
     b"F" + pad + u32 func_id + cloudpickled function      (cached until b"X")
     b"X" + pad + u32 func_id                               (forget a cached function)
-    b"Q"                                                   (flush and exit)
+    b"Q"                                                   (exit)
 
 Outbound messages (all workers -> the pool's shared result ring)::
 
@@ -36,10 +36,11 @@ Outbound messages (all workers -> the pool's shared result ring)::
          serialized -- same shape
     b"I" + pad + u32 worker index + serialized error info: the initializer raised
 
-Before running a task the worker writes its id and start time into its slot (``_slots``); it clears
-the slot after flushing results.  Results are flushed at the end of each batch of inbound messages
-and whenever the oldest unflushed result is older than 1 ms, so cheap tasks travel in batches and
-slow ones are reported at once.
+Before running a task the worker writes its id and start time into its slot (``_slots``), and it
+commits each result to the outbound ring as soon as the task ends.  So when a worker dies, every
+task it finished has been reported and the one in its slot is the only one it was running: the
+parent fails exactly that task.  (Committing costs no system call unless the parent is asleep
+waiting for results; the parent drains many results per wake-up.)
 """
 
 from __future__ import annotations
@@ -70,7 +71,6 @@ MODE_CALL = 0
 MODE_MAP = 1
 MODE_STARMAP = 2
 
-_FLUSH_AFTER = 0.001
 
 
 def error_info(exc: BaseException, what: str | None = None) -> bytes:
@@ -105,8 +105,6 @@ def worker_main(idx: int, inbound: Any, outbound: Any, slots: Any, initializer: 
             os._exit(3)
     funcs: dict[int, Any] = {}
     func_errors: dict[int, BaseException] = {}
-    out: list[bytes] = []
-    first_unflushed = 0.0
     pack_res = RES_HDR.pack
     unpack_task = TASK_HDR.unpack_from
     loads = _serialize.loads
@@ -114,12 +112,8 @@ def worker_main(idx: int, inbound: Any, outbound: Any, slots: Any, initializer: 
     monotonic = time.monotonic
     slot_set = slots.set
 
-    def flush() -> None:
-        nonlocal out
-        if out:
-            outbound.put(BATCH_HDR.pack(b"R", len(out) // 2, idx) + b"".join(out), None)
-            out = []
-            slots.clear(idx)
+    put = outbound.put
+    head = BATCH_HDR.pack(b"R", 1, idx)
 
     while True:
         msgs = inbound.get_many(32, None)
@@ -166,12 +160,7 @@ def worker_main(idx: int, inbound: Any, outbound: Any, slots: Any, initializer: 
                                                    f"pickled: {type(exc).__name__}: {exc}")
                         value = None
                     t1 = monotonic()
-                    out.append(pack_res(task_id, status, len(body), t0, t1))
-                    out.append(body)
-                    if len(out) == 2:
-                        first_unflushed = t0
-                    if t1 - first_unflushed > _FLUSH_AFTER:
-                        flush()
+                    put(head + pack_res(task_id, status, len(body), t0, t1) + body, None)
             elif kind == b"F":
                 _, func_id = FUNC_HDR.unpack_from(msg, 0)
                 try:
@@ -186,9 +175,7 @@ def worker_main(idx: int, inbound: Any, outbound: Any, slots: Any, initializer: 
                 funcs.pop(func_id, None)
                 func_errors.pop(func_id, None)
             elif kind == b"Q":
-                flush()
                 _exit_worker(inbound, outbound)
-        flush()
 
 
 def _exit_worker(inbound: Any, outbound: Any) -> None:

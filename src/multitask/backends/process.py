@@ -12,7 +12,7 @@ Data flow of one task (see also ``multitask.pool``'s docstring)::
         task appended to worker.inflight       get_many() -> slot := task
                                                run f, serialize result
                                                R msg --> result ring --> get_many()
-                                               (flush; slot := 0)          pop worker.inflight
+                                                                           pop worker.inflight
                                                                            _dispatch() more
                                                                            job.task_done()
                                                                            -> AsyncResult._set
@@ -21,7 +21,7 @@ The parent always knows which worker holds which task (``worker.inflight``, in t
 were sent; results come back in that order).  When a worker dies, its zygote reports the exit;
 the watcher thread posts a ``D`` message into the result ring *after* everything the worker
 flushed, and the result thread settles its inflight tasks exactly: tasks whose result arrived are
-done; the task in the worker's slot and the ones before it (run, results not flushed) fail with
+done; the task in the worker's slot -- the one it was running -- fails with
 :class:`WorkerDiedError` (or :class:`TaskTimeoutError` if the watcher killed it for overrunning
 ``task_timeout``); tasks after it were never started and are given to another worker.  Then the
 slot gets a fresh worker from the zygote.
@@ -118,15 +118,12 @@ class _Worker:
 class _Sends:
     """Work decided under the lock, carried out after it is released."""
 
-    __slots__ = ("failures", "puts")
+    __slots__ = ("failures", "poke", "puts")
 
     def __init__(self) -> None:
         self.puts: list[tuple[_Worker, list[bytes]]] = []
         self.failures: list[tuple[Task, BaseException]] = []
-
-    def extend(self, other: _Sends) -> None:
-        self.puts.extend(other.puts)
-        self.failures.extend(other.failures)
+        self.poke = False    # a task with a timeout left: the watcher must recompute its wake-up
 
 
 class ProcessBackend(Backend):
@@ -147,6 +144,7 @@ class ProcessBackend(Backend):
         self._func_ids = 0
         self._task_seconds = 0.0      # EWMA of measured task time, for prefetch depth
         self._timed_out: dict[int, tuple[int, float]] = {}   # pid -> (task id, timeout)
+        self._watch_at = float("inf")   # when the watcher will next look at deadlines
         self._all_exited = threading.Event()
         self._outbound = Ring(_OUTBOUND_CAPACITY)
         self._slots = Slots(self.processes)
@@ -262,7 +260,10 @@ class ProcessBackend(Backend):
                 parts.append(TASK_HDR.pack(task.id, fid, job.mode, len(task.wire)))
                 parts.append(task.wire)
                 task.worker = w.idx
-                task.dispatched = time.monotonic()
+                task.dispatched = now = time.monotonic()
+                if job.timeout is not None and now + job.timeout < self._watch_at:
+                    self._watch_at = now + job.timeout
+                    sends.poke = True
                 tasks.append(task)
                 if len(parts) >= 2 * _MAX_BATCH:
                     msgs.append(BATCH_HDR.pack(b"T", len(parts) // 2, 0) + b"".join(parts))
@@ -295,6 +296,8 @@ class ProcessBackend(Backend):
                 pass  # the worker died meanwhile; its death settles these tasks
         for task, exc in sends.failures:
             task.job.task_done(task, False, exc, 0.0, 0.0, -1, None)
+        if sends.poke:
+            self.poke_watcher()
 
     def _function_locked(self, fn: Any, w: _Worker) -> tuple[int, list[bytes]]:
         """The function's id, and the messages worker ``w`` needs before using it."""
@@ -326,11 +329,17 @@ class ProcessBackend(Backend):
         get_many = self._outbound.get_many
         while True:
             msgs = get_many(256, None)
+            results: list[memoryview] = []
             for msg in msgs:
                 kind = msg[0:1]
                 if kind == b"R":
-                    self._on_results(memoryview(msg))
-                elif kind == b"D":
+                    results.append(memoryview(msg))
+                    continue
+                # Anything else is settled in order, after the results that came before it.
+                if results:
+                    self._on_results(results)
+                    results = []
+                if kind == b"D":
                     _, idx, pid, code = _DIED.unpack_from(msg, 0)
                     self._on_death(idx, pid, code)
                 elif kind == b"S":
@@ -342,52 +351,48 @@ class ProcessBackend(Backend):
                             w.state = "running"
                     self.pool_notify()
                 elif kind == b"I":
-                    _, idx = FUNC_HDR.unpack_from(msg, 0)
                     self._on_initializer_failed(memoryview(msg)[FUNC_HDR.size:])
                 elif kind == b"Z":
                     self._on_zygote_lost()
                 elif kind == b"E":   # end of the result thread (join/terminate)
                     return
+            if results:
+                self._on_results(results)
 
-    def _on_results(self, view: memoryview) -> None:
-        _, count, idx = BATCH_HDR.unpack_from(view, 0)
-        off = BATCH_HDR.size
-        done: list[tuple[Task, int, memoryview, float, float]] = []
+    def _on_results(self, views: list[memoryview]) -> None:
+        """Settle a batch of result messages: bookkeeping under the lock, delivery after."""
+        done: list[tuple[Task, int, memoryview, float, float, int, int | None]] = []
         with self._lock:
-            w = self._workers[idx]
-            inflight = w.inflight
-            for _ in range(count):
-                task_id, status, n, t0, t1 = RES_HDR.unpack_from(view, off)
-                off += RES_HDR.size
-                body = view[off:off + n]
-                off += n
-                # Results come back in the order tasks were sent to this worker.
-                while inflight and inflight[0].id != task_id:
-                    # Cannot happen unless a message was lost; never leave a task hanging.
-                    lost = inflight.popleft()
-                    done.append((lost, -1, body, 0.0, 0.0))
-                if not inflight:
-                    continue
-                task = inflight.popleft()
-                done.append((task, status, body, t0, t1))
-                w.tasks_done += 1
-                if status != ST_OK:
-                    w.tasks_failed += 1
-                dt = t1 - t0
-                self._task_seconds = dt if self._task_seconds == 0 else (
-                    0.8 * self._task_seconds + 0.2 * dt)
-            pid = w.pid
+            ewma = self._task_seconds
+            for view in views:
+                _, count, idx = BATCH_HDR.unpack_from(view, 0)
+                off = BATCH_HDR.size
+                w = self._workers[idx]
+                inflight = w.inflight
+                for _ in range(count):
+                    task_id, status, n, t0, t1 = RES_HDR.unpack_from(view, off)
+                    off += RES_HDR.size
+                    body = view[off:off + n]
+                    off += n
+                    # Results come back in the order tasks were sent to this worker.
+                    if not inflight or inflight[0].id != task_id:
+                        continue   # a task already settled (terminate raced with it)
+                    task = inflight.popleft()
+                    done.append((task, status, body, t0, t1, idx, w.pid))
+                    w.tasks_done += 1
+                    if status != ST_OK:
+                        w.tasks_failed += 1
+                    dt = t1 - t0
+                    ewma = dt if ewma == 0 else 0.8 * ewma + 0.2 * dt
+            self._task_seconds = ewma
             sends = self._dispatch_locked()
             self._maybe_quit_locked(sends)
         self._send(sends)
-        for task, status, body, t0, t1 in done:
-            if status == -1:
-                task.job.task_done(task, False, ProcessError(
-                    "internal error: the worker skipped this task's result"), 0.0, 0.0, idx, pid)
-                continue
+        loads = _serialize.loads
+        for task, status, body, t0, t1, idx, pid in done:
             ok = status == ST_OK
             try:
-                value = (_serialize.loads(body) if ok
+                value = (loads(body) if ok
                          else _remote_exception(body, status == ST_UNSERIALIZABLE))
             except BaseException as exc:
                 ok = False
@@ -567,6 +572,7 @@ class ProcessBackend(Backend):
                         soonest = deadline
             for pid, task_id, limit in kills:
                 self._timed_out[pid] = (task_id, limit)
+            self._watch_at = float("inf") if soonest is None else soonest
         for pid, _, _ in kills:
             try:
                 self._cmd.send(("kill", pid, signal.SIGKILL))

@@ -79,6 +79,7 @@ import socket
 import threading
 import time
 import traceback
+import types
 from collections.abc import Iterable
 from typing import Any
 
@@ -136,6 +137,8 @@ class _RayWorker:
 
     def __init__(self) -> None:
         self._funcs: dict[int, Any] = {}
+        # One namespace for every __main__ function this actor receives (see _adopt_main).
+        self._main: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
 
     def setup(self, initializer: Any, initargs: tuple, nice: int | None,
               cpu_affinity: Any) -> tuple[int, str, bytes | None]:
@@ -146,7 +149,7 @@ class _RayWorker:
 
                 _spawn.apply_child_settings(nice, cpu_affinity)
             if initializer is not None:
-                initializer(*initargs)
+                _adopt_main(initializer, self._main)(*initargs)
         except BaseException as exc:
             return os.getpid(), socket.gethostname(), _error_info(exc)
         return os.getpid(), socket.gethostname(), None
@@ -157,7 +160,7 @@ class _RayWorker:
         t0 = time.monotonic()
         try:
             if fbytes is not None:
-                self._funcs[fid] = pickle.loads(fbytes)
+                self._funcs[fid] = _adopt_main(pickle.loads(fbytes), self._main)
             fn = self._funcs[fid]
             data = _resolve_big(mode, data)
             if mode == MODE_CALL:
@@ -175,6 +178,38 @@ class _RayWorker:
 
 
 _RemoteWorker = ray.remote(_RayWorker)
+
+
+def _adopt_main(fn: Any, shared: dict[str, Any]) -> Any:
+    """Re-bind a by-value ``__main__`` function to the actor's one ``__main__`` namespace.
+
+    cloudpickle gives every separately pickled ``__main__`` function its own copy of the
+    globals, so an initializer's ``global CONFIG; CONFIG = ...`` would be invisible to the tasks
+    (the pattern of the notes).  A worker process of the process backend has one ``__main__``;
+    this gives an actor the same: names a function brings are added (values already there --
+    set by the initializer -- are kept), and the function now reads and writes ``shared``.
+    """
+    if not isinstance(fn, types.FunctionType) or fn.__module__ != "__main__":
+        return fn
+    old = fn.__globals__
+    if old is shared:
+        return fn
+    for name, value in list(old.items()):
+        if name in shared or name in ("__builtins__", "__name__"):
+            continue
+        if (isinstance(value, types.FunctionType) and value.__globals__ is old
+                and value is not fn):
+            shared[name] = None    # placeholder: breaks cycles between helpers
+            value = _adopt_main(value, shared)
+        shared[name] = value
+    new = types.FunctionType(fn.__code__, shared, fn.__name__, fn.__defaults__, fn.__closure__)
+    new.__kwdefaults__ = fn.__kwdefaults__
+    new.__qualname__ = fn.__qualname__
+    new.__module__ = fn.__module__
+    new.__dict__.update(fn.__dict__)
+    if shared.get(fn.__name__) is fn or fn.__name__ not in shared:
+        shared[fn.__name__] = new
+    return new
 
 
 def _error_info(exc: BaseException) -> bytes:

@@ -1,0 +1,240 @@
+"""A table of saboteurs (loky's crash_cases idea), run for every start method.
+
+Each row crashes or raises at one stage of a task's life -- unpickling the task in the worker,
+running it, pickling the result, unpickling the result in the parent -- through one API
+(apply_async, map, imap, submit), asserts the exact exception, and then checks that the pool
+still works.  Nothing may hang: every wait here is bounded.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import time
+
+import pytest
+
+import multitask
+
+# -- saboteurs -----------------------------------------------------------------------------
+
+
+def _sigkill() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _exit() -> None:
+    os._exit(17)
+
+
+def _segfault() -> None:
+    # A real SIGSEGV in native code, as a buggy C extension would cause.  faulthandler may print.
+    ctypes.string_at(0)
+
+
+class _Raise(Exception):
+    pass
+
+
+def _raise() -> None:
+    raise _Raise("sabotage")
+
+
+CRASHES = {"sigkill": _sigkill, "exit": _exit, "segfault": _segfault, "raise": _raise}
+
+
+def _crash_by_name(name: str):
+    return CRASHES[name]()
+
+
+class CrashOnUnpickle:
+    """An argument that crashes the worker while it is being unpickled."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+
+    def __reduce__(self):
+        return (_crash_by_name, (self.how,))
+
+
+class CrashOnPickle:
+    """A result that crashes the worker while it is being pickled."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+
+    def __reduce__(self):
+        CRASHES[self.how]()
+        return (str, ("unreachable",))
+
+
+def _raise_in_parent(value):
+    raise _Raise(f"cannot rebuild {value}")
+
+
+class RaiseOnUnpickle:
+    """A result that pickles in the worker but raises while the parent unpickles it."""
+
+    def __reduce__(self):
+        return (_raise_in_parent, ("result",))
+
+
+def task_identity(x):
+    return x
+
+
+def task_crash(how):
+    CRASHES[how]()
+
+
+def task_bad_result(how):
+    return CrashOnPickle(how)
+
+
+def task_unloadable_result(_):
+    return RaiseOnUnpickle()
+
+
+def sq(x):
+    return x * x
+
+
+def task_crash_if(x, how="sigkill", at=5):
+    if x == at:
+        CRASHES[how]()
+    return x
+
+
+# Stage -> (function, argument factory) for a single task.
+STAGES = {
+    "unpickle_task": (task_identity, lambda how: CrashOnUnpickle(how)),
+    "run": (task_crash, lambda how: how),
+    "pickle_result": (task_bad_result, lambda how: how),
+}
+
+
+def expected_error(stage: str, how: str) -> type[BaseException]:
+    if how in ("sigkill", "exit", "segfault"):
+        return multitask.WorkerDiedError
+    if stage == "run":
+        return _Raise
+    return multitask.SerializationError
+
+
+def _run(pool, api: str, fn, arg):
+    if api == "apply_async":
+        return pool.apply_async(fn, (arg,)).get(timeout=30)
+    if api == "map":
+        return pool.map(fn, [arg])
+    if api == "imap":
+        return list(pool.imap(fn, [arg]))
+    if api == "submit":
+        return pool.submit(fn, arg).result(timeout=30)
+    raise AssertionError(api)
+
+
+@pytest.mark.parametrize("api", ["apply_async", "map", "imap", "submit"])
+@pytest.mark.parametrize("how", sorted(CRASHES))
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_saboteur(ctx, stage, how, api):
+    fn, make_arg = STAGES[stage]
+    with ctx.Pool(2) as pool:
+        t0 = time.monotonic()
+        with pytest.raises(expected_error(stage, how)) as info:
+            _run(pool, api, fn, make_arg(how))
+        assert time.monotonic() - t0 < 20
+        if expected_error(stage, how) is multitask.WorkerDiedError:
+            err = info.value
+            assert err.pid and err.exitcode is not None
+            if how == "sigkill":
+                assert err.signal == signal.SIGKILL and err.exitcode == -signal.SIGKILL
+            elif how == "segfault":
+                assert err.signal == signal.SIGSEGV
+            else:
+                assert err.signal is None and err.exitcode == 17
+        # The pool goes on, with a replacement worker where one died.
+        assert pool.map(sq, range(20)) == [x * x for x in range(20)]
+        assert pool.apply(sq, (3,)) == 9
+
+
+@pytest.mark.parametrize("api", ["apply_async", "map", "imap", "submit"])
+def test_result_that_cannot_be_unpickled_in_parent(ctx, api):
+    with ctx.Pool(1) as pool:
+        with pytest.raises(multitask.SerializationError, match="unpickled in the parent"):
+            _run(pool, api, task_unloadable_result, 0)
+        assert pool.apply(sq, (4,)) == 16
+
+
+def test_unpicklable_exception_is_described_not_lost(ctx):
+    with ctx.Pool(1) as pool:
+        with pytest.raises(multitask.RemoteError) as info:
+            pool.apply(raise_unpicklable, (1,))
+        assert "Unpicklable" in str(info.value)
+        assert "Traceback" in info.value.remote_traceback
+        assert pool.apply(sq, (2,)) == 4
+
+
+class Unpicklable(Exception):
+    def __init__(self, value):
+        super().__init__(value)
+        self.lock = __import__("threading").Lock()
+
+
+def raise_unpicklable(x):
+    raise Unpicklable(x)
+
+
+def test_dead_worker_fails_exactly_its_task_and_the_rest_complete(ctx):
+    with ctx.Pool(2) as pool:
+        results = [pool.apply_async(task_crash_if, (i,)) for i in range(12)]
+        outcomes = []
+        for r in results:
+            try:
+                outcomes.append(r.get(timeout=30))
+            except multitask.WorkerDiedError:
+                outcomes.append("died")
+        assert outcomes == [i if i != 5 else "died" for i in range(12)]
+        stats = pool.statistics()
+        assert stats.workers_replaced == 1
+        assert stats.failed == 1
+
+
+def test_map_over_a_dying_worker_raises_instead_of_hanging(ctx):
+    with ctx.Pool(2) as pool:
+        with pytest.raises(multitask.WorkerDiedError):
+            pool.map(task_crash_if, range(40), chunksize=1)
+        with pytest.raises(multitask.WorkerDiedError):
+            list(pool.imap_unordered(task_crash_if, range(40)))
+        assert pool.map(sq, range(5)) == [0, 1, 4, 9, 16]
+
+
+def sleep_for(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+def test_task_timeout_per_pool_and_per_call(ctx):
+    with ctx.Pool(2, task_timeout=0.5) as pool:
+        t0 = time.monotonic()
+        with pytest.raises(multitask.TaskTimeoutError) as info:
+            pool.apply(sleep_for, (30,))
+        assert time.monotonic() - t0 < 10
+        assert isinstance(info.value, TimeoutError)
+        assert info.value.timeout == 0.5
+        assert pool.apply(sleep_for, (0.01,)) == 0.01
+        assert pool.apply(sleep_for, (1.0,), task_timeout=5) == 1.0
+        results = pool.map(sleep_for, [0.01, 0.02], task_timeout=5)
+        assert results == [0.01, 0.02]
+        with pytest.raises(multitask.TaskTimeoutError):
+            pool.map(sleep_for, [0.01, 30, 0.01])
+        assert pool.statistics().workers_replaced >= 2
+        assert pool.apply(sq, (5,)) == 25
+
+
+def test_task_timeout_counts_from_start_not_from_queueing(ctx):
+    # Two 0.6 s tasks on one worker with a 1 s timeout: the second waits 0.6 s in the queue,
+    # but must not be failed for it.
+    with ctx.Pool(1) as pool:
+        rs = [pool.apply_async(sleep_for, (0.6,), task_timeout=1.0) for _ in range(2)]
+        assert [r.get(timeout=30) for r in rs] == [0.6, 0.6]
