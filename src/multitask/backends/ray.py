@@ -76,6 +76,8 @@ import os
 import pickle
 import queue as _queue
 import socket
+import sys
+import sysconfig
 import threading
 import time
 import traceback
@@ -104,7 +106,7 @@ from . import Backend
 
 # Arrays at least this large travel through the object store by an explicit ray.put.
 _BIG_ARRAY_BYTES = 1 << 20
-# Queue a second task on a busy actor only when tasks take less than this (measured) ...
+# Queue a second task on a busy actor only when its task takes less than this (measured) ...
 _PIPELINE_BELOW = 0.02
 # ... and the one it runs has not been running longer than max(this, 4 x the measured time).
 _HEAD_SLOW_AFTER = 0.005
@@ -137,10 +139,10 @@ class _RayWorker:
 
     def __init__(self) -> None:
         self._funcs: dict[int, Any] = {}
-        # One namespace for every __main__ function this actor receives (see _adopt_main).
-        self._main: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
+        # One namespace per module whose functions arrive by value (see _adopt).
+        self._namespaces: dict[str, dict[str, Any]] = {}
 
-    def setup(self, initializer: Any, initargs: tuple, nice: int | None,
+    def setup(self, initializer: bytes | None, initargs: tuple, nice: int | None,
               cpu_affinity: Any) -> tuple[int, str, bytes | None]:
         """Apply settings, run the initializer; (pid, host, error info or None)."""
         try:
@@ -149,7 +151,7 @@ class _RayWorker:
 
                 _spawn.apply_child_settings(nice, cpu_affinity)
             if initializer is not None:
-                _adopt_main(initializer, self._main)(*initargs)
+                _adopt(pickle.loads(initializer), self._namespaces)(*initargs)
         except BaseException as exc:
             return os.getpid(), socket.gethostname(), _error_info(exc)
         return os.getpid(), socket.gethostname(), None
@@ -160,7 +162,7 @@ class _RayWorker:
         t0 = time.monotonic()
         try:
             if fbytes is not None:
-                self._funcs[fid] = _adopt_main(pickle.loads(fbytes), self._main)
+                self._funcs[fid] = _adopt(pickle.loads(fbytes), self._namespaces)
             fn = self._funcs[fid]
             data = _resolve_big(mode, data)
             if mode == MODE_CALL:
@@ -180,17 +182,29 @@ class _RayWorker:
 _RemoteWorker = ray.remote(_RayWorker)
 
 
-def _adopt_main(fn: Any, shared: dict[str, Any]) -> Any:
-    """Re-bind a by-value ``__main__`` function to the actor's one ``__main__`` namespace.
+def _adopt(fn: Any, namespaces: dict[str, dict[str, Any]]) -> Any:
+    """Re-bind a function that arrived by value to its module's one namespace in this actor.
 
-    cloudpickle gives every separately pickled ``__main__`` function its own copy of the
+    cloudpickle gives every separately pickled by-value function its own copy of its module's
     globals, so an initializer's ``global CONFIG; CONFIG = ...`` would be invisible to the tasks
     (the pattern of the notes).  A worker process of the process backend has one ``__main__``;
-    this gives an actor the same: names a function brings are added (values already there --
-    set by the initializer -- are kept), and the function now reads and writes ``shared``.
+    this gives an actor the same, per module: names a function brings are added (values already
+    there -- set by the initializer -- are kept), and the function reads and writes ``shared``.
+    Functions imported by name (their module is importable here) are returned unchanged.
     """
-    if not isinstance(fn, types.FunctionType) or fn.__module__ != "__main__":
+    if not isinstance(fn, types.FunctionType):
         return fn
+    module = fn.__module__ or "__main__"
+    real = sys.modules.get(module)
+    if real is not None and getattr(real, "__dict__", None) is fn.__globals__:
+        return fn
+    shared = namespaces.get(module)
+    if shared is None:
+        shared = namespaces[module] = {"__name__": module, "__builtins__": __builtins__}
+    return _rebind(fn, shared)
+
+
+def _rebind(fn: Any, shared: dict[str, Any]) -> Any:
     old = fn.__globals__
     if old is shared:
         return fn
@@ -200,7 +214,7 @@ def _adopt_main(fn: Any, shared: dict[str, Any]) -> Any:
         if (isinstance(value, types.FunctionType) and value.__globals__ is old
                 and value is not fn):
             shared[name] = None    # placeholder: breaks cycles between helpers
-            value = _adopt_main(value, shared)
+            value = _rebind(value, shared)
         shared[name] = value
     new = types.FunctionType(fn.__code__, shared, fn.__name__, fn.__defaults__, fn.__closure__)
     new.__kwdefaults__ = fn.__kwdefaults__
@@ -269,11 +283,12 @@ def _resolve_big(mode: int, data: Any) -> Any:
 class _Call:
     """One task sent to an actor, until its outcome is known."""
 
-    __slots__ = ("task", "ref", "outcome", "started", "settled")
+    __slots__ = ("task", "ref", "fid", "outcome", "started", "settled")
 
-    def __init__(self, task: Task, ref: Any, started: float) -> None:
+    def __init__(self, task: Task, ref: Any, fid: int, started: float) -> None:
         self.task = task
         self.ref = ref
+        self.fid = fid
         self.outcome: tuple[str, Any] | None = None
         self.started = started   # estimated start in the actor (driver's clock)
         self.settled = False
@@ -329,6 +344,8 @@ class RayBackend(Backend):
             if self._owns_ray:
                 _owned_users += 1
         try:
+            self._initializer_bytes = (None if self.initializer is None
+                                       else _dumps_function(self.initializer))
             self._actor_options = {"num_cpus": 1, **actor_options}
             self._check_resources()
             self._init()
@@ -357,7 +374,7 @@ class RayBackend(Backend):
         self._drained = threading.Event()
         self._replaced = 0
         self._gen = 0
-        self._task_seconds = 0.0
+        self._fn_seconds: dict[int, float] = {}   # function id -> measured seconds per item
         self._funcs: dict[int, tuple[Any, int, bytes]] = {}
         self._func_ids = 0
         self._released = False
@@ -370,7 +387,8 @@ class RayBackend(Backend):
         self._gen += 1
         handle = _RemoteWorker.options(**self._actor_options).remote()
         actor = _Actor(idx, handle, self.maxtasksperchild, self._gen)
-        ref = handle.setup.remote(self.initializer, self.initargs, self.nice, self.cpu_affinity)
+        ref = handle.setup.remote(self._initializer_bytes, self.initargs, self.nice,
+                                  self.cpu_affinity)
         events = self._events
         ref.future().add_done_callback(lambda f: events.put(("setup", actor, f)))
         return actor
@@ -410,19 +428,24 @@ class RayBackend(Backend):
         self._report(failures)
 
     def _room(self, a: _Actor, now: float) -> int:
+        """How many tasks actor ``a`` may be sent now (0, 1 or 2)."""
         if a.state == "dead" or (a.quota is not None and a.quota <= 0):
             return 0
         n = len(a.inflight)
-        est = self._task_seconds
-        depth = 2 if 0 < est < _PIPELINE_BELOW else 1
-        if n >= depth:
+        if n == 0:
+            return 1
+        if n >= 2:
             return 0
-        if n == 1 and now - a.inflight[0].started > max(_HEAD_SLOW_AFTER, 4 * est):
-            return 0       # its current task looks slow: don't queue another behind it
-        room = depth - n
-        if a.quota is not None:
-            room = min(room, a.quota)
-        return room
+        # A second task waits in the actor's queue behind the first, which hides the round
+        # trip for cheap tasks but holds the second hostage if the first is slow.  So only
+        # behind a task whose function has been measured to be cheap, and not overdue.
+        head = a.inflight[0]
+        est = self._fn_seconds.get(head.fid, 0.0) * max(1, head.task.n)
+        if est <= 0.0 or est >= _PIPELINE_BELOW:
+            return 0
+        if now - head.started > max(_HEAD_SLOW_AFTER, 4 * est):
+            return 0
+        return 1
 
     def _dispatch_locked(self) -> list[tuple[Task, BaseException]]:
         """Hand pending tasks to actors with room, least loaded first (under ``_lock``)."""
@@ -467,7 +490,7 @@ class RayBackend(Backend):
         a.funcs.add(fid)
         task.worker = a.idx
         task.dispatched = now
-        call = _Call(task, ref, now)
+        call = _Call(task, ref, fid, now)
         a.inflight.append(call)
         if a.quota is not None:
             a.quota -= 1
@@ -588,9 +611,9 @@ class RayBackend(Backend):
                     started = max(c.started, now - (t1 - t0))
                     settled.append((c.task, ok, value, started, now))
                     if ok and c.task.n:
-                        per = (t1 - t0)
-                        self._task_seconds = (per if self._task_seconds == 0.0
-                                              else 0.7 * self._task_seconds + 0.3 * per)
+                        per = (t1 - t0) / c.task.n
+                        old = self._fn_seconds.get(c.fid, 0.0)
+                        self._fn_seconds[c.fid] = per if old == 0.0 else 0.7 * old + 0.3 * per
                 if a.inflight:
                     a.inflight[0].started = now   # the next call starts now
             if died is not None:
@@ -851,19 +874,56 @@ def _check_picklable(data: Any) -> None:
     cloudpickle.dumps(data, protocol=5)
 
 
+_INSTALLED = tuple(
+    os.path.realpath(p) + os.sep
+    for p in {sysconfig.get_paths()[k] for k in ("purelib", "platlib", "stdlib", "platstdlib")})
+
+
+def _installed(module_name: str | None) -> bool:
+    """True for a module of an installed package or the stdlib (importable on every node)."""
+    if not module_name:
+        return False
+    module = sys.modules.get(module_name)
+    if module is None:
+        return False
+    path = getattr(module, "__file__", None)
+    if path is None:
+        return True   # builtin module
+    return os.path.realpath(path).startswith(_INSTALLED)
+
+
 def _dumps_function(fn: Any) -> bytes:
-    """By reference when importable by name (cheap), else by value (cloudpickle)."""
+    """By reference when it comes from an installed package, else by value (cloudpickle).
+
+    Ray's workers import by-reference functions by module name, and the user's own modules
+    (the script's directory, a checkout on ``sys.path``) are not importable there -- on a
+    cluster not even present.  So the user's code travels by value, module by module
+    (``register_pickle_by_value``), and installed packages (``numpy.sum``...) by name.
+    """
     module = getattr(fn, "__module__", None)
     qualname = getattr(fn, "__qualname__", "")
-    if module != "__main__" and "<" not in qualname:
+    if _installed(module) and "<" not in qualname:
         try:
             return pickle.dumps(fn, protocol=5)
         except Exception:
             pass
+    by_value = None
+    if module and module != "__main__" and module in sys.modules and not _installed(module):
+        by_value = sys.modules[module]
     try:
+        if by_value is not None:
+            with _by_value_lock:
+                cloudpickle.register_pickle_by_value(by_value)
+                try:
+                    return cloudpickle.dumps(fn, protocol=5)
+                finally:
+                    cloudpickle.unregister_pickle_by_value(by_value)
         return cloudpickle.dumps(fn, protocol=5)
     except Exception as exc:
         raise _serialization_error(exc, f"the function {module}.{qualname}") from exc
+
+
+_by_value_lock = threading.Lock()
 
 
 def _serialization_error(exc: BaseException, what: str) -> BaseException:
