@@ -164,19 +164,17 @@ def sleep_then(x, seconds):
     return x
 
 
-_tokens: dict[threading.Thread, str] = {}
-
-
 def whoami(_=None):
     """A token unique to the worker (process or thread) running it: idents get reused.
 
-    (Keyed by the thread object, kept alive here, not by ``threading.local``: the Ray backend
-    sends this test module by value, and a ``threading.local`` cannot be pickled.)
+    (Kept on the thread object, not in a module global or a ``threading.local``: the Ray
+    backend sends this test module by value, module globals included.)
     """
     me = threading.current_thread()
-    if me not in _tokens:
-        _tokens[me] = f"{os.getpid()}-{uuid.uuid4().hex}"
-    return _tokens[me]
+    token = getattr(me, "mt_test_token", None)
+    if token is None:
+        token = me.mt_test_token = f"{os.getpid()}-{uuid.uuid4().hex}"
+    return token
 
 
 _INIT_VALUE = None
