@@ -34,6 +34,7 @@ Outbound messages (all workers -> the pool's shared result ring)::
          status 0: the value (serialized); 1: the task raised -- a plain pickle of (serialized
          exception or None, traceback text, type name, message); 2: the result could not be
          serialized -- same shape
+    b"S" + pad + u32 worker index + i32 pid: the worker is up (sent before anything else)
     b"I" + pad + u32 worker index + serialized error info: the initializer raised
 
 Before running a task the worker writes its id and start time into its slot (``_slots``), and it
@@ -62,6 +63,7 @@ TASK_HDR = struct.Struct("<QIB3xI")      # task_id, func_id, mode, len
 RES_HDR = struct.Struct("<QB3xIdd")      # task_id, status, len, started, finished
 BATCH_HDR = struct.Struct("<cxHI")       # kind, count, worker index / func id
 FUNC_HDR = struct.Struct("<c3xI")        # kind, func id
+STARTED = struct.Struct("<cxxxIi")       # b"S", worker index, pid
 
 ST_OK = 0
 ST_RAISED = 1
@@ -114,6 +116,9 @@ def worker_main(idx: int, inbound: Any, outbound: Any, slots: Any, initializer: 
 
     put = outbound.put
     head = BATCH_HDR.pack(b"R", 1, idx)
+    # Announce ourselves through the result ring, so the parent knows our pid before any of our
+    # results (the zygote's report travels another way and may arrive later).
+    put(STARTED.pack(b"S", idx, os.getpid()), None)
 
     while True:
         msgs = inbound.get_many(32, None)

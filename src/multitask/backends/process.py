@@ -66,6 +66,7 @@ from ._worker import (
     BATCH_HDR,
     FUNC_HDR,
     RES_HDR,
+    STARTED,
     ST_OK,
     ST_UNSERIALIZABLE,
     TASK_HDR,
@@ -79,7 +80,6 @@ _PREFETCH_SECONDS = 0.002       # keep about this much work queued per worker
 _MAX_PREFETCH = 256
 _FUNC_CACHE = 256               # distinct functions kept serialized / cached in workers
 _DIED = struct.Struct("<cxxxIii")   # b"D", worker idx, pid, exitcode
-_STARTED = struct.Struct("<cxxxIi")  # b"S", worker idx, pid
 
 
 class _Worker:
@@ -343,11 +343,11 @@ class ProcessBackend(Backend):
                     _, idx, pid, code = _DIED.unpack_from(msg, 0)
                     self._on_death(idx, pid, code)
                 elif kind == b"S":
-                    _, idx, pid = _STARTED.unpack_from(msg, 0)
+                    _, idx, pid = STARTED.unpack_from(msg, 0)
                     with self._lock:
                         w = self._workers[idx]
-                        w.pid = pid
-                        if w.state == "starting":
+                        if w.state == "starting":   # from the worker or the zygote, first wins
+                            w.pid = pid
                             w.state = "running"
                     self.pool_notify()
                 elif kind == b"I":
@@ -408,8 +408,11 @@ class ProcessBackend(Backend):
         discard: list[Any] = []
         with self._lock:
             w = self._workers[idx]
-            if w.pid != pid:
+            # A worker that died before announcing itself is still the one of this slot: the
+            # zygote runs one worker per slot at a time, and reports its exit only once.
+            if w.pid != pid and not (w.pid is None and w.state == "starting"):
                 return
+            w.pid = pid
             slot_task, slot_start = self._slots.get(idx)
             timed_out = self._timed_out.pop(pid, None)
             tasks = list(w.inflight)
@@ -515,7 +518,7 @@ class ProcessBackend(Backend):
                             sel.unregister(self._report)
                             continue
                         if msg[0] == "started":
-                            self._outbound.put(_STARTED.pack(b"S", msg[1], msg[2]), None)
+                            self._outbound.put(STARTED.pack(b"S", msg[1], msg[2]), None)
                         elif msg[0] == "exited":
                             self._outbound.put(_DIED.pack(b"D", msg[1], msg[2], msg[3]), None)
                     elif key.data == "zygote":

@@ -1,0 +1,175 @@
+"""Shutdown and signals: one Ctrl-C, a killed parent, function caching in workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import psutil
+import pytest
+
+import multitask
+
+CTRL_C_PROGRAM = textwrap.dedent("""
+    import sys, time
+    import multitask as mp
+
+    def slow(x):
+        time.sleep(0.5)
+        return x
+
+    if __name__ == "__main__":
+        mp.set_start_method(sys.argv[1], force=True)
+        pool = mp.Pool(2)
+        print("READY", flush=True)
+        try:
+            pool.map(slow, range(1000), chunksize=1)
+        except KeyboardInterrupt:
+            print("INTERRUPTED", flush=True)
+            pool.terminate()
+            pool.join()
+            raise
+""")
+
+
+def _wait_for_line(proc: subprocess.Popen, text: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if text in line:
+            return
+        if not line and proc.poll() is not None:
+            break
+    raise AssertionError(f"{text!r} never printed")
+
+
+def test_one_ctrl_c_stops_a_blocked_map(tmp_path, start_method):
+    script = tmp_path / "prog.py"
+    script.write_text(CTRL_C_PROGRAM)
+    proc = subprocess.Popen([sys.executable, str(script), start_method], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _wait_for_line(proc, "READY")
+        time.sleep(0.8)
+        kids = psutil.Process(proc.pid).children(recursive=True)
+        assert len(kids) >= 3            # zygote + 2 workers
+        # A terminal sends SIGINT to the whole foreground process group.
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "INTERRUPTED" in out
+    assert err.count("Traceback") == 1, err          # one traceback: the parent's
+    assert "KeyboardInterrupt" in err
+    gone, alive = psutil.wait_procs(kids, timeout=5)
+    assert not alive, f"workers left behind: {alive}"
+
+
+PARENT_PROGRAM = textwrap.dedent("""
+    import os, sys, time
+    import multitask as mp
+
+    def forever(_):
+        time.sleep(600)
+
+    if __name__ == "__main__":
+        mp.set_start_method(sys.argv[1], force=True)
+        pool = mp.Pool(2)
+        pool.map_async(forever, range(4), chunksize=1)
+        child = mp.Process(target=time.sleep, args=(600,))
+        child.start()
+        print("READY", flush=True)
+        time.sleep(600)
+""")
+
+
+def test_killed_parent_leaves_no_workers(tmp_path, start_method):
+    script = tmp_path / "parent.py"
+    script.write_text(PARENT_PROGRAM)
+    proc = subprocess.Popen([sys.executable, str(script), start_method], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        _wait_for_line(proc, "READY")
+        deadline = time.monotonic() + 20
+        while True:
+            parent = psutil.Process(proc.pid)
+            helpers = {k.pid for k in parent.children()
+                       if any(h in " ".join(k.cmdline()) for h in ("resource_tracker",
+                                                                    "forkserver"))}
+            # Under forkserver the zygote is the fork server's child: a grandchild here.
+            workers = [k for k in parent.children(recursive=True) if k.pid not in helpers]
+            if len(workers) >= 4 or time.monotonic() > deadline:   # zygote, 2 workers, child
+                break
+            time.sleep(0.05)
+        assert len(workers) >= 4
+        proc.kill()
+        proc.wait(10)
+        gone, alive = psutil.wait_procs(workers, timeout=2.5)
+        assert not alive, f"orphans survived the parent: {[a.pid for a in alive]}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
+
+
+class CountingCallable:
+    """A picklable callable that counts how often the parent pickles it."""
+
+    pickled = 0
+
+    def __call__(self, x):
+        return x + 1
+
+    def __reduce__(self):
+        type(self).pickled += 1
+        return (CountingCallable, ())
+
+
+def test_functions_are_sent_once_per_worker_not_per_task(ctx):
+    fn = CountingCallable()
+    CountingCallable.pickled = 0
+    with ctx.Pool(2) as pool:
+        assert [pool.apply(fn, (i,)) for i in range(50)] == list(range(1, 51))
+        assert pool.map(fn, range(100), chunksize=1) == list(range(1, 101))
+    assert CountingCallable.pickled == 1   # serialized once, cached by both workers
+
+
+def test_terminate_never_hangs_with_stuck_workers(ctx):
+    pool = ctx.Pool(2)
+    for _ in range(4):
+        pool.apply_async(time.sleep, (600,))
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    pool.terminate()
+    pool.join()
+    assert time.monotonic() - t0 < 10
+
+
+def test_pool_garbage_collected_without_close_leaves_no_workers(ctx):
+    pool = ctx.Pool(2)
+    assert pool.apply(abs, (-3,)) == 3
+    pids = [w.pid for w in pool.statistics().workers if w.pid is not None]
+    assert pids
+    del pool
+    import gc
+
+    gc.collect()
+    gone, alive = psutil.wait_procs([psutil.Process(p) for p in pids if psutil.pid_exists(p)],
+                                    timeout=10)
+    assert not alive
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_multitask_pool_is_the_public_pool(n):
+    with multitask.Pool(n) as pool:
+        assert pool.processes == n
+        assert len(pool.statistics().workers) == n
