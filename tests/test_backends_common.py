@@ -71,6 +71,7 @@ def acquire_ray_cluster() -> str:
         _cluster.update(address=address, tmp=tmp)
         # The driver opens its long-lived connections and threads on first use: do that now,
         # not inside the first test (whose leak check would count them).
+        ray.get(ray.put(bytes(2 << 20)))   # and its object-store client
         with mp.Pool(2, backend="ray") as warm:
             assert warm.map(abs, range(-4, 4)) == [4, 3, 2, 1, 0, 1, 2, 3]
     _cluster_users += 1
