@@ -26,6 +26,7 @@ terminating it.
 from __future__ import annotations
 
 import ipaddress
+import multiprocessing
 import socket
 from multiprocessing import managers as _mpm_module
 from typing import Any
@@ -78,6 +79,12 @@ class SyncManager(_mpm_module.SyncManager):
     ``address``, ``TypeError`` for a non-bytes ``authkey``.
     """
 
+    # set by BaseManager.__init__ (untyped in typeshed)
+    _address: Any
+    _authkey: Any
+    _state: Any
+    _serializer: str
+
     def __init__(self, address: Any = None, authkey: bytes | None = None,
                  serializer: str = "pickle", ctx: Any = None, *,
                  shutdown_timeout: float = 1.0) -> None:
@@ -96,10 +103,30 @@ class SyncManager(_mpm_module.SyncManager):
 
     def connect(self) -> None:
         """Connect to an already running server; ``AuthenticationError`` on a wrong authkey."""
+        _listener, client = _mpm.listener_client[self._serializer]
+        failure = None
         try:
-            super().connect()
-        except _mpm.AuthenticationError as exc:  # the stdlib's
-            raise AuthenticationError(str(exc)) from exc
+            conn = client(self._address, authkey=self._authkey)
+        except multiprocessing.AuthenticationError as exc:  # the stdlib's
+            failure = str(exc)
+        # raised outside the except block so the failed socket (referenced from the stdlib's
+        # traceback frames) is released now, not at the next garbage collection
+        if failure is not None:
+            raise AuthenticationError(f"the manager at {self._address!r} rejected the "
+                                      f"authkey: {failure}")
+        _mpm.dispatch(conn, None, "dummy")
+        conn.close()
+        self._state.value = _mpm.State.STARTED
+
+    @staticmethod
+    def _finalize_manager(process: Any, address: Any, authkey: Any, state: Any, _Client: Any,
+                          shutdown_timeout: float) -> None:
+        # The stdlib keeps the stopped server's Process (and its sentinel pipes) until the
+        # manager object is collected; release them as soon as the server is gone.
+        _mpm_module.SyncManager._finalize_manager(  # type: ignore[attr-defined]
+            process, address, authkey, state, _Client, shutdown_timeout)
+        if not process.is_alive():
+            process.close()
 
     # -- proxies with argument checks (the server would otherwise fail later, remotely) ---
 

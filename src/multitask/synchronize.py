@@ -127,4 +127,14 @@ class Barrier(_mps.Barrier):
         if action is not None and not callable(action):
             raise TypeError(f"action must be callable or None, not {type(action).__name__}")
         _check_timeout(timeout)
-        super().__init__(parties, action, timeout, ctx=_ctx(ctx))
+        # The stdlib allocates the barrier's state from multiprocessing.heap, whose arena file
+        # descriptors are never released; use a per-object shared buffer instead.
+        import struct
+
+        from .sharedctypes import _SharedBuffer
+
+        wrapper = _SharedBuffer(struct.calcsize("i") * 2)
+        cond = Condition(ctx=_ctx(ctx))
+        self.__setstate__((parties, action, timeout, cond, wrapper))  # type: ignore[attr-defined]
+        self._state = 0
+        self._count = 0
