@@ -18,10 +18,10 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+from test_backends_common import acquire_ray_cluster, release_ray_cluster  # noqa: E402
+
 import multitask as mp  # noqa: E402
 from multitask import ProcessError, TaskTimeoutError, WorkerDiedError  # noqa: E402
-
-from test_backends_common import acquire_ray_cluster, release_ray_cluster  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -252,7 +252,7 @@ def _remote_exception(info: bytes) -> BaseException:
     if not isinstance(exc, BaseException):
         exc = RemoteError(f"{tname}: {text}{note}", type_name=tname, remote_traceback=tb)
     exc.__cause__ = RemoteTraceback(tb)
-    return exc  # type: ignore[no-any-return]
+    return exc
 
 
 def _resolve_big(mode: int, data: Any) -> Any:
@@ -283,7 +283,7 @@ def _resolve_big(mode: int, data: Any) -> Any:
 class _Call:
     """One task sent to an actor, until its outcome is known."""
 
-    __slots__ = ("task", "ref", "fid", "outcome", "started", "settled")
+    __slots__ = ("fid", "outcome", "ref", "settled", "started", "task")
 
     def __init__(self, task: Task, ref: Any, fid: int, started: float) -> None:
         self.task = task
@@ -297,8 +297,20 @@ class _Call:
 class _Actor:
     """The driver's record of one worker slot (the index survives replacements)."""
 
-    __slots__ = ("idx", "handle", "pid", "host", "state", "inflight", "funcs", "tasks_done",
-                 "tasks_failed", "created", "quota", "gen")
+    __slots__ = (
+        "created",
+        "funcs",
+        "gen",
+        "handle",
+        "host",
+        "idx",
+        "inflight",
+        "pid",
+        "quota",
+        "state",
+        "tasks_done",
+        "tasks_failed",
+    )
 
     def __init__(self, idx: int, handle: Any, quota: int | None, gen: int) -> None:
         self.idx = idx
@@ -385,7 +397,7 @@ class RayBackend(Backend):
 
     def _new_actor_locked(self, idx: int) -> _Actor:
         self._gen += 1
-        handle = _RemoteWorker.options(**self._actor_options).remote()
+        handle: Any = _RemoteWorker.options(**self._actor_options).remote()
         actor = _Actor(idx, handle, self.maxtasksperchild, self._gen)
         ref = handle.setup.remote(self._initializer_bytes, self.initargs, self.nice,
                                   self.cpu_affinity)

@@ -66,8 +66,18 @@ _TIMEOUT_SLACK = 0.002
 class _Slot:
     """One worker thread.  A slot index survives replacement; a _Slot object does not."""
 
-    __slots__ = ("idx", "thread", "task", "started", "state", "tasks_done", "tasks_failed",
-                 "created", "quota", "abandoned")
+    __slots__ = (
+        "abandoned",
+        "created",
+        "idx",
+        "quota",
+        "started",
+        "state",
+        "task",
+        "tasks_done",
+        "tasks_failed",
+        "thread",
+    )
 
     def __init__(self, idx: int, quota: int | None) -> None:
         self.idx = idx
@@ -182,7 +192,7 @@ class ThreadBackend(Backend):
                 slot.state = "busy"
                 slot.started = started = time.monotonic()
                 task.worker = slot.idx
-                task.dispatched = task.started = started
+                task.dispatched = started
                 if slot.quota is not None:
                     slot.quota -= 1
                 if task.job.timeout is not None:
