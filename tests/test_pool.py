@@ -161,9 +161,9 @@ def test_initializer_sets_worker_globals(ctx):
 
 
 def test_initializer_failure_fails_tasks_not_loop(ctx):
-    with ctx.Pool(1, initializer=boom, initargs=(0,)) as p:
-        with pytest.raises(multitask.ProcessError, match="initializer"):
-            p.apply(sq, (1,))
+    with ctx.Pool(1, initializer=boom, initargs=(0,)) as p, \
+            pytest.raises(multitask.ProcessError, match="initializer"):
+        p.apply(sq, (1,))
 
 
 def test_close_join_and_closed_errors(ctx):

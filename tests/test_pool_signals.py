@@ -68,7 +68,7 @@ def test_one_ctrl_c_stops_a_blocked_map(tmp_path, start_method):
     assert "INTERRUPTED" in out
     assert err.count("Traceback") == 1, err          # one traceback: the parent's
     assert "KeyboardInterrupt" in err
-    gone, alive = psutil.wait_procs(kids, timeout=5)
+    _gone, alive = psutil.wait_procs(kids, timeout=5)
     assert not alive, f"workers left behind: {alive}"
 
 
@@ -111,7 +111,7 @@ def test_killed_parent_leaves_no_workers(tmp_path, start_method):
         assert len(workers) >= 4
         proc.kill()
         proc.wait(10)
-        gone, alive = psutil.wait_procs(workers, timeout=2.5)
+        _gone, alive = psutil.wait_procs(workers, timeout=2.5)
         assert not alive, f"orphans survived the parent: {[a.pid for a in alive]}"
     finally:
         if proc.poll() is None:
@@ -163,7 +163,7 @@ def test_pool_garbage_collected_without_close_leaves_no_workers(ctx):
     import gc
 
     gc.collect()
-    gone, alive = psutil.wait_procs([psutil.Process(p) for p in pids if psutil.pid_exists(p)],
+    _gone, alive = psutil.wait_procs([psutil.Process(p) for p in pids if psutil.pid_exists(p)],
                                     timeout=10)
     assert not alive
 

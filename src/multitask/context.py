@@ -448,3 +448,6 @@ get_context = _default_context.get_context
 set_start_method = _default_context.set_start_method
 get_start_method = _default_context.get_start_method
 get_all_start_methods = _default_context.get_all_start_methods
+
+# The stdlib exposes its pickling-support module as ``multiprocessing.reducer``.
+reducer = _default_context.reducer

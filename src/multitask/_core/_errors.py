@@ -61,7 +61,7 @@ class AuthenticationError(ProcessError, multiprocessing.AuthenticationError):
     """A connection (e.g. to a Manager) failed the HMAC challenge."""
 
 
-class TimeoutError(ProcessError, multiprocessing.TimeoutError, builtins.TimeoutError):  # noqa: A001
+class TimeoutError(ProcessError, multiprocessing.TimeoutError, builtins.TimeoutError):
     """A blocking call ran out of time (``AsyncResult.get(timeout)``, ``Queue.get(timeout)``...).
 
     Unlike the stdlib's, it is also a builtin :class:`TimeoutError`, so ``except TimeoutError``
@@ -78,7 +78,7 @@ class TaskTimeoutError(TimeoutError):
         self.timeout = timeout
         self.pid = pid
 
-    def __reduce__(self):  # type: ignore[override]
+    def __reduce__(self):
         return (_rebuild, (type(self), self.args, {"timeout": self.timeout, "pid": self.pid}))
 
 
@@ -106,7 +106,7 @@ class WorkerDiedError(ProcessError):
             message = f"worker process {pid} died while running the task ({how})"
         super().__init__(message)
 
-    def __reduce__(self):  # type: ignore[override]
+    def __reduce__(self):
         return (_rebuild, (type(self), self.args, {"pid": self.pid, "exitcode": self.exitcode}))
 
 
@@ -134,7 +134,7 @@ class RemoteError(MultitaskError):
         self.type_name = type_name
         self.remote_traceback = remote_traceback
 
-    def __reduce__(self):  # type: ignore[override]
+    def __reduce__(self):
         return (_rebuild, (type(self), self.args,
                            {"type_name": self.type_name,
                             "remote_traceback": self.remote_traceback}))

@@ -58,7 +58,7 @@ from .._core._errors import (
     WorkerDiedError,
 )
 from .._core._ring import Ring
-from ..pool._jobs import Job, Task
+from ..pool._jobs import MODE_CALL, Job, Task
 from ..pool._stats import TaskInfo, WorkerStatistics
 from . import Backend
 from ._slots import Slots
@@ -66,9 +66,9 @@ from ._worker import (
     BATCH_HDR,
     FUNC_HDR,
     RES_HDR,
-    STARTED,
     ST_OK,
     ST_UNSERIALIZABLE,
+    STARTED,
     TASK_HDR,
     zygote_main,
 )
@@ -77,6 +77,7 @@ _INBOUND_CAPACITY = 1 << 22     # bytes per worker ring (larger messages spill t
 _OUTBOUND_CAPACITY = 1 << 23
 _MAX_BATCH = 64                 # tasks per inbound message
 _PREFETCH_SECONDS = 0.002       # keep about this much work queued per worker
+_UNKNOWN_SECONDS = 1.0          # a task not measured yet counts as long: no deep prefetch
 _MAX_PREFETCH = 256
 _FUNC_CACHE = 256               # distinct functions kept serialized / cached in workers
 _DIED = struct.Struct("<cxxxIii")   # b"D", worker idx, pid, exitcode
@@ -85,20 +86,8 @@ _DIED = struct.Struct("<cxxxIii")   # b"D", worker idx, pid, exitcode
 class _Worker:
     """The parent's record of one worker slot (the slot index survives replacements)."""
 
-    __slots__ = (
-        "forget",
-        "funcs",
-        "idx",
-        "inflight",
-        "pid",
-        "quitting",
-        "quota",
-        "ring",
-        "started",
-        "state",
-        "tasks_done",
-        "tasks_failed",
-    )
+    __slots__ = ("forget", "funcs", "idx", "inflight", "pid", "queued", "quitting", "quota",
+                 "ring", "started", "state", "tasks_done", "tasks_failed")
 
     def __init__(self, idx: int, ring: Ring, quota: int | None) -> None:
         self.idx = idx
@@ -112,6 +101,7 @@ class _Worker:
         self.tasks_failed = 0
         self.started = time.time()
         self.quota = quota          # tasks it may still be sent (maxtasksperchild)
+        self.queued = 0.0           # estimated seconds of work in inflight
         self.quitting = False
 
 
@@ -124,6 +114,43 @@ class _Sends:
         self.puts: list[tuple[_Worker, list[bytes]]] = []
         self.failures: list[tuple[Task, BaseException]] = []
         self.poke = False    # a task with a timeout left: the watcher must recompute its wake-up
+
+
+class _Batch:
+    """The messages for one worker built during one dispatch round."""
+
+    __slots__ = ("msgs", "parts", "quit", "worker")
+
+    def __init__(self, worker: _Worker) -> None:
+        self.worker = worker
+        self.msgs: list[bytes] = []
+        self.parts: list[bytes] = []
+        self.quit = False
+
+    def add(self, task: Task, fid: int, mode: int, fmsgs: list[bytes]) -> None:
+        if fmsgs:   # function definitions must precede the tasks that use them
+            self._seal()
+            self.msgs.extend(fmsgs)
+        self.parts.append(TASK_HDR.pack(task.id, fid, mode, len(task.wire)))
+        self.parts.append(task.wire)
+        if len(self.parts) >= 2 * _MAX_BATCH:
+            self._seal()
+
+    def _seal(self) -> None:
+        if self.parts:
+            self.msgs.append(BATCH_HDR.pack(b"T", len(self.parts) // 2, 0)
+                             + b"".join(self.parts))
+            self.parts = []
+
+    def finish(self) -> list[bytes]:
+        self._seal()
+        if self.quit:
+            self.msgs.append(b"Q")
+        return self.msgs
+
+
+def _queued(w: _Worker) -> float:
+    return w.queued
 
 
 class ProcessBackend(Backend):
@@ -207,80 +234,78 @@ class ProcessBackend(Backend):
             sends = self._dispatch_locked()
         self._send(sends)
 
-    def _room(self, w: _Worker) -> int:
-        if w.state not in ("starting", "running") or w.quitting:
-            return 0
-        est = self._task_seconds
-        depth = 2 if est <= 0 else max(2, min(_MAX_PREFETCH, int(_PREFETCH_SECONDS / est) + 1))
-        room = depth - len(w.inflight)
-        if w.quota is not None:
-            room = min(room, w.quota)
-        return room
+    def _has_room(self, w: _Worker) -> bool:
+        """Prefetch policy: the running task plus one queued, more only while the queued work is
+        known to be short (about ``_PREFETCH_SECONDS``), so cheap tasks travel in batches and
+        expensive ones stay in the pool's queue for whichever worker frees up first."""
+        n = len(w.inflight)
+        if w.quota is not None and w.quota <= 0:
+            return False
+        return n < 2 or (w.queued < _PREFETCH_SECONDS and n < _MAX_PREFETCH)
+
+    def _estimate(self, task: Task) -> float:
+        job = task.job
+        if job.item_seconds > 0:
+            return job.item_seconds * task.n
+        if job.mode == MODE_CALL and self._task_seconds > 0:
+            return self._task_seconds     # an apply: as long as recent tasks took
+        return _UNKNOWN_SECONDS
 
     def _dispatch_locked(self) -> _Sends:
         """Hand pending tasks to workers with room (under ``_lock``).
 
-        Nothing that can block or run user code happens here: the messages are returned and put
-        into the rings by :meth:`_send` after the lock is released, and tasks whose input cannot
-        be serialized are returned as failures to report then.
+        Each task goes to the live worker with the least estimated work queued.  Nothing that can
+        block or run user code happens here: the messages are returned and put into the rings by
+        :meth:`_send` after the lock is released, and tasks whose input cannot be serialized are
+        returned as failures to report then.
         """
         sends = _Sends()
         if not self._pending or self._terminated:
             return sends
-        for w in sorted(self._workers, key=lambda w: len(w.inflight)):
-            room = self._room(w)
-            if room <= 0:
+        live = [w for w in self._workers
+                if w.state in ("starting", "running") and not w.quitting and self._has_room(w)]
+        batches: dict[int, _Batch] = {}
+        now = time.monotonic()
+        while self._pending and live:
+            w = min(live, key=_queued) if len(live) > 1 else live[0]
+            source = self._pending[0]
+            task = source.next_task()
+            if task is None:
+                self._pending.popleft()
+                if not source.exhausted:
+                    self._starved.append(source)
                 continue
-            msgs: list[bytes] = []
-            tasks: list[Task] = []
-            parts: list[bytes] = []
-            while len(tasks) < room and self._pending:
-                source = self._pending[0]
-                task = source.next_task()
-                if task is None:
-                    self._pending.popleft()
-                    if not source.exhausted:
-                        self._starved.append(source)
-                    continue
-                job = task.job
-                try:
-                    fid, fmsgs = self._function_locked(job.fn, w)
-                    if task.wire is None:
-                        task.wire = _serialize.dumps(task.data)
-                except BaseException as exc:
-                    # This task's input cannot cross to a worker: fail its call, not the pool.
-                    sends.failures.append((task, _as_serialization_error(
-                        exc, f"the arguments of {job.function_name}")))
-                    continue
-                if fmsgs:
-                    if parts:
-                        msgs.append(BATCH_HDR.pack(b"T", len(parts) // 2, 0) + b"".join(parts))
-                        parts = []
-                    msgs.extend(fmsgs)
-                parts.append(TASK_HDR.pack(task.id, fid, job.mode, len(task.wire)))
-                parts.append(task.wire)
-                task.worker = w.idx
-                task.dispatched = now = time.monotonic()
-                if job.timeout is not None and now + job.timeout < self._watch_at:
-                    self._watch_at = now + job.timeout
-                    sends.poke = True
-                tasks.append(task)
-                if len(parts) >= 2 * _MAX_BATCH:
-                    msgs.append(BATCH_HDR.pack(b"T", len(parts) // 2, 0) + b"".join(parts))
-                    parts = []
-            if parts:
-                msgs.append(BATCH_HDR.pack(b"T", len(parts) // 2, 0) + b"".join(parts))
-            if tasks:
-                w.inflight.extend(tasks)
-                if w.quota is not None:
-                    w.quota -= len(tasks)
-                    if w.quota <= 0:
-                        w.quitting = True   # maxtasksperchild: exit after these
-                        msgs.append(b"Q")
-            if msgs:
-                sends.puts.append((w, msgs))
-            if not self._pending:
-                break
+            job = task.job
+            batch = batches.get(w.idx)
+            if batch is None:
+                batch = batches[w.idx] = _Batch(w)
+            try:
+                fid, fmsgs = self._function_locked(job.fn, w)
+                if task.wire is None:
+                    task.wire = _serialize.dumps(task.data)
+            except BaseException as exc:
+                # This task's input cannot cross to a worker: fail its call, not the pool.
+                sends.failures.append((task, _as_serialization_error(
+                    exc, f"the arguments of {job.function_name}")))
+                continue
+            batch.add(task, fid, job.mode, fmsgs)
+            task.worker = w.idx
+            task.dispatched = now
+            task.est = self._estimate(task)
+            w.queued += task.est
+            w.inflight.append(task)
+            if job.timeout is not None and now + job.timeout < self._watch_at:
+                self._watch_at = now + job.timeout
+                sends.poke = True
+            if w.quota is not None:
+                w.quota -= 1
+                if w.quota <= 0:
+                    w.quitting = True          # maxtasksperchild: exit after these
+                    batch.quit = True
+            if not self._has_room(w) or w.quitting:
+                live.remove(w)
+        for batch in batches.values():
+            sends.puts.append((batch.worker, batch.finish()))
         return sends
 
     def _send(self, sends: _Sends) -> None:
@@ -378,6 +403,7 @@ class ProcessBackend(Backend):
                     if not inflight or inflight[0].id != task_id:
                         continue   # a task already settled (terminate raced with it)
                     task = inflight.popleft()
+                    w.queued = max(0.0, w.queued - task.est)
                     done.append((task, status, body, t0, t1, idx, w.pid))
                     w.tasks_done += 1
                     if status != ST_OK:

@@ -6,7 +6,7 @@ job with :meth:`Job.next_task` when a worker has room, so a chunk's size is deci
 from what has been measured so far, and report each task exactly once with :meth:`Job.task_done`.
 
 Automatic chunk size (``chunksize=None``): *guided self-scheduling* -- each chunk takes
-``remaining / (2 * workers)`` items, so early chunks are large (little overhead) and the last ones
+``remaining / (4 * workers)`` items, so early chunks are large (little overhead) and the last ones
 small (no worker idles at the end while another finishes a big chunk), bounded below so that a
 chunk of very cheap items still takes ~0.2 ms of work (amortising the per-chunk cost) once the item
 time has been measured.  Inputs of unknown length (generators given to ``imap``) are read by a
@@ -46,18 +46,7 @@ _LAZY_CHUNK_SECONDS = 0.002
 class Task:
     """One unit of work, as the backend sees it."""
 
-    __slots__ = (
-        "data",
-        "dispatched",
-        "id",
-        "job",
-        "n",
-        "seq",
-        "start",
-        "started",
-        "wire",
-        "worker",
-    )
+    __slots__ = ("data", "dispatched", "est", "id", "job", "n", "start", "wire", "worker")
 
     def __init__(self, job: Job, start: int, data: Any, n: int) -> None:
         self.job = job
@@ -67,9 +56,8 @@ class Task:
         self.n = n                  # number of items (1 for MODE_CALL)
         self.worker = -1            # index of the worker holding it, set by the backend
         self.dispatched = 0.0       # time.monotonic() when handed to a worker
-        self.wire: Any = None       # backend-private: the bytes sent, for clean-up
-        self.seq = -1               # backend-private: position in the worker's inbound stream
-        self.started = 0.0          # set by the backend when it learns the task started
+        self.wire: Any = None       # backend-private: the bytes sent, kept for re-dispatch/clean-up
+        self.est = 0.0              # backend-private: estimated seconds of work
 
 
 class Job(abc.ABC):
@@ -192,7 +180,8 @@ class MapJob(Job):
             if self.item_seconds > 0:
                 return max(1, min(4096, int(_LAZY_CHUNK_SECONDS / self.item_seconds)))
             return 1
-        guided = math.ceil(remaining / (2 * self.workers))
+        # remaining / (4 * workers): workers also hold one chunk queued behind the running one.
+        guided = math.ceil(remaining / (4 * self.workers))
         if self.item_seconds > 0:
             guided = max(guided, int(_MIN_CHUNK_SECONDS / self.item_seconds))
         return max(1, min(guided, remaining))
