@@ -46,7 +46,17 @@ def _shm() -> set[str]:
 
 
 def _fds() -> set[int]:
-    return {int(x) for x in os.listdir("/proc/self/fd")}
+    # listdir opens a descriptor of its own to read the directory; it is listed but closed by
+    # the time we look, so keep only descriptors that are still open.
+    out = set()
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        try:
+            os.fstat(fd)
+        except OSError:
+            continue
+        out.add(fd)
+    return out
 
 
 @pytest.fixture(autouse=True)
