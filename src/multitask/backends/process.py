@@ -58,7 +58,7 @@ from .._core._errors import (
     WorkerDiedError,
 )
 from .._core._ring import Ring
-from ..pool._jobs import MODE_CALL, Job, Task
+from ..pool._jobs import Job, Task
 from ..pool._stats import TaskInfo, WorkerStatistics
 from . import Backend
 from ._slots import Slots
@@ -169,7 +169,8 @@ class ProcessBackend(Backend):
         self._funcs: collections.OrderedDict[int, tuple[Any, int, bytes]] = (
             collections.OrderedDict())
         self._func_ids = 0
-        self._task_seconds = 0.0      # EWMA of measured task time, for prefetch depth
+        # seconds per item, EWMA per function (by id; the function is kept alive by _funcs)
+        self._fn_seconds: dict[int, float] = {}
         self._timed_out: dict[int, tuple[int, float]] = {}   # pid -> (task id, timeout)
         self._watch_at = float("inf")   # when the watcher will next look at deadlines
         self._all_exited = threading.Event()
@@ -235,21 +236,20 @@ class ProcessBackend(Backend):
         self._send(sends)
 
     def _has_room(self, w: _Worker) -> bool:
-        """Prefetch policy: the running task plus one queued, more only while the queued work is
-        known to be short (about ``_PREFETCH_SECONDS``), so cheap tasks travel in batches and
-        expensive ones stay in the pool's queue for whichever worker frees up first."""
+        """Prefetch policy: an idle worker always has room; a busy one only while the work
+        queued on it is known to be short (about ``_PREFETCH_SECONDS``).  Cheap tasks thus travel
+        in batches, while tasks of unknown or long duration wait in the pool's queue for
+        whichever worker frees up first -- never behind a slow task (head-of-line blocking)."""
         n = len(w.inflight)
         if w.quota is not None and w.quota <= 0:
             return False
-        return n < 2 or (w.queued < _PREFETCH_SECONDS and n < _MAX_PREFETCH)
+        return n == 0 or (w.queued < _PREFETCH_SECONDS and n < _MAX_PREFETCH)
 
     def _estimate(self, task: Task) -> float:
+        """Expected seconds of work: measured for this call, else for this function."""
         job = task.job
-        if job.item_seconds > 0:
-            return job.item_seconds * task.n
-        if job.mode == MODE_CALL and self._task_seconds > 0:
-            return self._task_seconds     # an apply: as long as recent tasks took
-        return _UNKNOWN_SECONDS
+        per_item = job.item_seconds or self._fn_seconds.get(id(job.fn), 0.0)
+        return per_item * task.n if per_item > 0 else _UNKNOWN_SECONDS
 
     def _dispatch_locked(self) -> _Sends:
         """Hand pending tasks to workers with room (under ``_lock``).
@@ -334,7 +334,8 @@ class ProcessBackend(Backend):
             entry = (fn, self._func_ids, _dumps_function(fn))
             self._funcs[key] = entry
             if len(self._funcs) > _FUNC_CACHE:
-                _, (_, old_id, _) = self._funcs.popitem(last=False)
+                old_key, (_, old_id, _) = self._funcs.popitem(last=False)
+                self._fn_seconds.pop(old_key, None)
                 for other in self._workers:
                     other.funcs.discard(old_id)
                     other.forget.append(old_id)
@@ -387,8 +388,8 @@ class ProcessBackend(Backend):
     def _on_results(self, views: list[memoryview]) -> None:
         """Settle a batch of result messages: bookkeeping under the lock, delivery after."""
         done: list[tuple[Task, int, memoryview, float, float, int, int | None]] = []
+        fn_seconds = self._fn_seconds
         with self._lock:
-            ewma = self._task_seconds
             for view in views:
                 _, count, idx = BATCH_HDR.unpack_from(view, 0)
                 off = BATCH_HDR.size
@@ -408,9 +409,10 @@ class ProcessBackend(Backend):
                     w.tasks_done += 1
                     if status != ST_OK:
                         w.tasks_failed += 1
-                    dt = t1 - t0
-                    ewma = dt if ewma == 0 else 0.8 * ewma + 0.2 * dt
-            self._task_seconds = ewma
+                    per_item = (t1 - t0) / max(1, task.n)
+                    key = id(task.job.fn)
+                    old = fn_seconds.get(key)
+                    fn_seconds[key] = per_item if old is None else 0.7 * old + 0.3 * per_item
             sends = self._dispatch_locked()
             self._maybe_quit_locked(sends)
         self._send(sends)

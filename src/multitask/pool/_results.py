@@ -159,9 +159,7 @@ class AsyncResult(Generic[T]):
     def _set(self, success: bool, value: Any) -> None:
         if self._value is not _PENDING:
             return
-        self._success = success
-        self._value = value
-        self._latch.release()
+        # As in the stdlib, the callback has run by the time get() returns.
         cb = self._callback if success else self._error_callback
         if cb is not None:
             try:
@@ -169,6 +167,9 @@ class AsyncResult(Generic[T]):
             except BaseException:  # a raising callback must not kill the result thread
                 logger.exception("multitask: %s raised in the result thread",
                                  "callback" if success else "error_callback")
+        self._success = success
+        self._value = value
+        self._latch.release()
         waiters, self._waiters = self._waiters, None
         if waiters:
             for fn in waiters:
