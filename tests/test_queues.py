@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import pickle
 import queue
+import subprocess
+import sys
+import textwrap
 import time
 
 import pytest
@@ -252,6 +256,107 @@ def test_parent_closes_right_after_put_child_still_reads(ctx):
     p.join(30)
     assert p.exitcode == 0
     out.close()
+
+
+# --- a producer that exits before the consumer reads must not take its messages along ----------
+#
+# Run in a fresh interpreter: the loss happened when no resource tracker was running yet at fork
+# time (each fork child then started a private one, which unlinked the child's segments when it
+# exited).  Inside the pytest session an earlier test has usually started the tracker already.
+
+PRODUCER_EXITS_FIRST = textwrap.dedent("""
+    import hashlib, multiprocessing, pickle, sys
+    import multitask
+
+    METHOD, PRODUCERS, PER = sys.argv[1], int(sys.argv[2]), 3
+    SPILL = 2 << 20      # > the bounded ring's 1 MiB spill threshold: a ring spill segment
+    OOB = 256 << 10      # a PickleBuffer >= 64 KiB: an out-of-band segment of _serialize
+
+    def payload(p, i):
+        return bytes([p * PER + i]) * (SPILL if i % 2 == 0 else OOB)
+
+    def produce(q, p):
+        for i in range(PER):
+            data = payload(p, i)
+            q.put(data if i % 2 == 0 else pickle.PickleBuffer(bytearray(data)))
+        # and exit at once, long before anyone reads
+
+    def consume(q, go, out):
+        go.get()
+        digests = sorted(hashlib.sha1(bytes(q.get(timeout=30))).hexdigest()
+                         for _ in range(PRODUCERS * PER))
+        out.put(digests)
+
+    if __name__ == "__main__":
+        ctx = multiprocessing.get_context(METHOD)
+        q, go, out = multitask.Queue(maxsize=100), multitask.Queue(), multitask.Queue()
+        consumer = ctx.Process(target=consume, args=(q, go, out))
+        consumer.start()
+        producers = [ctx.Process(target=produce, args=(q, p)) for p in range(PRODUCERS)]
+        for p in producers:
+            p.start()
+        for p in producers:
+            p.join(60)
+            assert p.exitcode == 0, p.exitcode
+        go.put("go")      # only now, with every producer gone, does the consumer read
+        got = out.get(timeout=60)
+        consumer.join(60)
+        assert consumer.exitcode == 0, consumer.exitcode
+        want = sorted(hashlib.sha1(payload(p, i)).hexdigest()
+                      for p in range(PRODUCERS) for i in range(PER))
+        assert got == want, "messages lost or corrupted"
+        assert q.empty()
+        for x in (q, go, out):
+            x.close()
+        print("ok", flush=True)
+""")
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("producers", [1, 3])
+def test_messages_outlive_a_producer_that_exited_before_the_read(start_method, producers,
+                                                                tmp_path):
+    """Spilled and out-of-band messages put by producers that have exited (fork, spawn and
+    forkserver children of a fresh interpreter) are all read intact by another child, with no
+    resource-tracker complaint (no KeyError, no "leaked" warning) on the way."""
+    script = tmp_path / "producer_exits_first.py"  # a file: spawn children re-import __main__
+    script.write_text(PRODUCER_EXITS_FIRST)
+    before = {n for n in os.listdir("/dev/shm") if n.startswith("mt-")}
+    p = subprocess.run([sys.executable, str(script), start_method, str(producers)],
+                       capture_output=True, timeout=100)
+    err = p.stderr.decode(errors="replace")
+    assert p.returncode == 0 and p.stdout.strip() == b"ok", err
+    assert err == "", err   # resource tracker warnings would show up here
+    after = {n for n in os.listdir("/dev/shm") if n.startswith("mt-")}
+    assert after <= before
+
+
+UNRELATED_PRODUCER = textwrap.dedent("""
+    import pickle, sys
+    q = pickle.loads(sys.stdin.buffer.read())
+    for i in range(3):
+        q.put(bytes([i]) * (2 << 20))                         # ring spill segment
+        q.put(pickle.PickleBuffer(bytearray([i]) * (256 << 10)))  # out-of-band segment
+""")
+
+
+@pytest.mark.timeout(60)
+def test_messages_outlive_an_unrelated_producer_process():
+    """A process outside our tree (its own resource tracker) attaches through /proc, puts
+    spilled and out-of-band messages and exits: they are still here to read."""
+    q = Queue(maxsize=100)
+    try:
+        p = subprocess.run([sys.executable, "-c", UNRELATED_PRODUCER], input=pickle.dumps(q),
+                           capture_output=True, timeout=30)
+        assert p.returncode == 0, p.stderr.decode(errors="replace")
+        assert p.stderr == b""
+        time.sleep(0.2)  # let a (wrongly) private tracker of the producer finish its cleanup
+        for i in range(3):
+            assert bytes(q.get(timeout=5)) == bytes([i]) * (2 << 20)
+            assert bytes(q.get(timeout=5)) == bytes([i]) * (256 << 10)
+        assert q.empty()
+    finally:
+        q.close()
 
 
 # --- the stress run of DESIGN.md section 5 --------------------------------------------------

@@ -263,7 +263,7 @@ def test_attach_fails_clearly_when_sender_is_gone():
     r = Ring(256)
     state = pickle.dumps(r)
     # forge the pickled pid into one that cannot exist
-    fn, (token, _dupfd, _pid, fd) = r.__reduce__()
+    fn, (token, _dupfd, _pid, fd, *_tracker) = r.__reduce__()
     r._pending(-2)
     r.close()
     with pytest.raises(RingAttachError, match="cannot attach"):
@@ -283,6 +283,67 @@ def test_unrelated_process_attaches_through_proc(ring):
     data = pickle.dumps(ring)
     subprocess.run([sys.executable, "-c", SPAWN_CHILD], input=data, check=True, timeout=30)
     assert ring.get(timeout=5) == b"from an unrelated process"
+
+
+SPILL_AND_EXIT = textwrap.dedent("""
+    import pickle, sys
+    ring = pickle.loads(sys.stdin.buffer.read())
+    ring.put(b"s" * (ring.spill_threshold + 1))   # spilled to its own segment
+    # exit without close(): the segment belongs to the ring now, not to this process
+""")
+
+
+@pytest.mark.timeout(60)
+def test_spill_of_an_exited_unrelated_producer_is_still_readable():
+    r = Ring(4096)
+    try:
+        p = subprocess.run([sys.executable, "-c", SPILL_AND_EXIT], input=pickle.dumps(r),
+                           capture_output=True, timeout=30)
+        assert p.returncode == 0 and p.stderr == b"", p.stderr
+        time.sleep(0.2)  # a private resource tracker of the producer would have unlinked it
+        assert bytes(r.get(timeout=5)) == b"s" * (r.spill_threshold + 1)
+        assert _mt_names(r.token) == []
+    finally:
+        r.close()
+
+
+def _get_one(ring, out):
+    out.put(ring.get(timeout=30))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("batched", [False, True])
+def test_every_waiting_consumer_is_woken_for_its_message(batched):
+    """Puts wake one waiting consumer per message (no thundering herd): each of several
+    consumers blocked in get() must still receive a message promptly."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    r, out = Ring(4096), Ring(4096)
+    procs = [ctx.Process(target=_get_one, args=(r, out)) for _ in range(6)]
+    try:
+        for p in procs:
+            p.start()
+        time.sleep(0.5)  # let them block
+        msgs = [b"m%d" % i for i in range(6)]
+        if batched:
+            assert r.put_many(msgs[:4]) == 4
+            assert r.put_many(msgs[4:]) == 2
+        else:
+            for m in msgs:
+                assert r.put(m)
+        got = sorted(out.get(timeout=10) for _ in procs)
+        assert got == sorted(msgs)
+        for p in procs:
+            p.join(10)
+            assert p.exitcode == 0
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+                p.join()
+        r.close()
+        out.close()
 
 
 def test_joinable_counter():

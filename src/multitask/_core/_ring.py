@@ -26,12 +26,29 @@ Crash safety is in the C half (``_ringbuf.c``): a robust process-shared mutex, a
 single-store commit (a process SIGKILLed at any instant never leaves a torn message visible and
 never wedges the others) and futex wake-ups issued only when someone waits.
 
-Spill segments are the only names in /dev/shm.  They are released by the consumer (unlinked right
-after mapping); a message that is never read is released by the last process to close the ring
-(``close()`` drains what is left and sweeps every ``mt-<token>-*`` name, which also covers
-segments of producers killed between creating a segment and committing its reference).  The
-stdlib resource tracker is the backstop for the rest (its cleanup runs when the whole process tree
-has exited).
+Spill segments (and the out-of-band segments of ``_serialize.dumps(obj, ring.spill_prefix)``) are
+the only names in /dev/shm, ``mt-<token>-<pid>-<n>``.  Once its reference is committed a segment
+belongs to the *ring*, not to the process that made it; it is released at exactly one of:
+
+* the ``get`` that takes its message (the consumer unlinks the name right after mapping it; the
+  data lives on in the consumer's mapping);
+* the ``close()`` of the last process holding the ring (no other live process attached, none
+  pickled/forked but not yet attached): it drains the unread messages and unlinks their segments,
+  then sweeps every ``mt-<token>-*`` name (segments of producers killed between creating a segment
+  and committing its reference);
+* after crashes, the ring's *home* resource tracker: the stdlib tracker of the process that created
+  the ring.  Every process holding the ring also holds a write end of that tracker's pipe
+  (inherited by fork, passed to spawn/forkserver children, opened through /proc by any other
+  unpickler) and registers/unregisters the ring's segments there, so the tracker unlinks what is
+  left only when the last of those processes has exited -- never while one could still read.
+
+A producer exiting, cleanly or not, releases nothing it has put.  (Before, each process used its
+own tracker: a fork child started before any tracker existed got a private one, which unlinked the
+child's segments the moment the child exited, unread, and the consumer's UNREGISTER to a different
+tracker printed ``KeyError``.)
+
+Wake-ups: a put wakes at most one waiting consumer per message it commits; a consumer that leaves
+messages behind wakes the next one, so waiting consumers are never woken in a herd.
 
 Unlike ``multiprocessing.Queue`` there is no feeder thread (gh-85927, gh-132634, gh-84376): a put
 has finished copying when it returns, so nothing is lost at exit and nothing needs joining.
@@ -72,20 +89,74 @@ class RingAttachError(MultitaskError, OSError):
 _seg_counter = itertools.count()
 _SHM_DIR = "/dev/shm"
 
+_live: weakref.WeakSet[Ring] = weakref.WeakSet()
+# reentrant: a Ring finalizer (close) may run from a GC pass triggered while it is held
+_live_lock = threading.RLock()
 
-def _tracker_register(name: str) -> None:
-    # The stdlib resource tracker is shared by the whole process tree (its fd is inherited by
-    # fork and passed to spawn/forkserver children), so a segment registered by a producer and
-    # unregistered by a consumer elsewhere in the tree is cleaned exactly when it should be.
+
+# Every ring has a *home* resource tracker: the stdlib tracker of the process that created it
+# (started there if needed).  Each process using the ring holds its own write end of that tracker's
+# pipe (``Ring._tfd``: inherited by fork, passed as an fd to spawn/forkserver children, opened
+# through /proc by other unpickler), and every segment named ``/mt-<token>-...`` is registered and
+# unregistered through it.  So the REGISTER of a producer and the UNREGISTER of the consumer always
+# reach the same tracker, and that tracker only cleans up (unlinks what is still registered) when
+# the last process holding its pipe -- hence every process that could still read the ring -- has
+# exited.  Registering with the caller's own tracker instead (the old behaviour) lost messages: a
+# fork child started before any tracker existed started a private one, which unlinked the child's
+# segments as soon as the child exited, unread (and the consumer's UNREGISTER to *its* tracker
+# printed ``KeyError``).  Names of no live ring here (``mt-s-...``) use this process's tracker.
+_tracker_fds: dict[str, list[int]] = {}   # ring token -> this process's fds on its home tracker
+
+
+def _tracker_send(cmd: str, name: str) -> None:
+    token = name[4:].partition("-")[0] if name.startswith("/mt-") else ""
+    msg = f"{cmd}:{name}:shared_memory\n".encode("ascii")
+    with _live_lock:
+        fds = _tracker_fds.get(token)
+        if fds:
+            try:
+                os.write(fds[0], msg)
+                return
+            except OSError:  # the home tracker is gone (killed): fall back to ours
+                pass
     from multiprocessing import resource_tracker
 
-    resource_tracker.register(name, "shared_memory")
+    if cmd == "REGISTER":
+        resource_tracker.register(name, "shared_memory")
+    else:
+        resource_tracker.unregister(name, "shared_memory")
+
+
+def _tracker_register(name: str) -> None:
+    _tracker_send("REGISTER", name)
 
 
 def _tracker_unregister(name: str) -> None:
-    from multiprocessing import resource_tracker
+    _tracker_send("UNREGISTER", name)
 
-    resource_tracker.unregister(name, "shared_memory")
+
+def _home_tracker_fd() -> int:
+    """A new fd on this process's stdlib resource tracker pipe (starting the tracker), or -1."""
+    try:
+        from multiprocessing import resource_tracker
+
+        fd = resource_tracker.getfd()
+        return -1 if fd is None else os.dup(fd)
+    except Exception:  # pragma: no cover - no tracker (e.g. it cannot be started)
+        return -1
+
+
+def _open_tracker_fd(pid: int, fd: int) -> int:
+    """Open another process's tracker pipe fd through /proc (non-blocking open: no reader, no
+    hang), or -1."""
+    if fd < 0:
+        return -1
+    try:
+        tfd = os.open(f"/proc/{pid}/fd/{fd}", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return -1
+    os.set_blocking(tfd, True)
+    return tfd
 
 
 def new_segment_name(prefix: str = "mt-s-") -> str:
@@ -175,10 +246,6 @@ def sweep_segments(prefix: str) -> int:
 
 # --------------------------------------------------------------------------- the ring
 
-_live: weakref.WeakSet[Ring] = weakref.WeakSet()
-_live_lock = threading.Lock()
-
-
 class Ring(_ringbuf.RingBase):
     """A multi-producer multi-consumer ring of byte messages in shared memory.
 
@@ -209,6 +276,7 @@ class Ring(_ringbuf.RingBase):
     """
 
     _fd: int
+    _tfd: int
     _prefix: str
     on_discard: Any
 
@@ -232,16 +300,19 @@ class Ring(_ringbuf.RingBase):
         except BaseException:
             os.close(fd)
             raise
-        self._setup(fd)
+        self._setup(fd, _home_tracker_fd())
         self._attach(0)
 
-    def _setup(self, fd: int) -> None:
+    def _setup(self, fd: int, tfd: int) -> None:
         self._fd = fd
+        self._tfd = tfd
         self._prefix = f"mt-{self.token}-"
         self._closed_here = False
         self.on_discard = None
         with _live_lock:
             _live.add(self)
+            if tfd >= 0:
+                _tracker_fds.setdefault(self.token, []).append(tfd)
 
     @property
     def spill_prefix(self) -> str:
@@ -282,21 +353,38 @@ class Ring(_ringbuf.RingBase):
     def close(self) -> None:
         """Unmap the ring in this process; idempotent.
 
-        If no other live process may still use the ring, pending messages are discarded: their
-        spill segments are unlinked and ``on_discard(payload)`` (if set) is called for each, and
-        every ``mt-<token>-*`` segment left by dead producers is swept.
+        Closing never releases messages other processes may still read, whoever put them.  Only
+        if no other live process may still use the ring (none attached, none pickled or forked
+        but not yet attached) are pending messages discarded: their spill segments are unlinked
+        and ``on_discard(payload)`` (if set) is called for each, and every ``mt-<token>-*``
+        segment left by dead producers is swept.  Then this process's fds on the ring and on its
+        home resource tracker are closed.
         """
         if getattr(self, "_closed_here", True):
             return
         self._closed_here = True
         with _live_lock:
             _live.discard(self)
+        token = self._prefix[3:-1]
         try:
             if self._detach():
                 self._release_pending()
         finally:
             self._unmap()
             os.close(self._fd)
+            self._close_tracker_fd(token)
+
+    def _close_tracker_fd(self, token: str) -> None:
+        tfd, self._tfd = self._tfd, -1
+        if tfd < 0:
+            return
+        with _live_lock:
+            fds = _tracker_fds.get(token)
+            if fds is not None and tfd in fds:
+                fds.remove(tfd)
+                if not fds:
+                    del _tracker_fds[token]
+            os.close(tfd)
 
     def _release_pending(self) -> None:
         discard = self.on_discard
@@ -341,12 +429,32 @@ class Ring(_ringbuf.RingBase):
         # meantime does not discard messages the receiver is about to read.
         self._pending(1)
         if context.get_spawning_popen() is not None:
-            # a child being spawned: pass the fd itself (spawn and forkserver know how)
-            return (_rebuild_ring, (self.token, reduction.DupFd(self._fd), None, None))
-        return (_rebuild_ring, (self.token, None, os.getpid(), self._fd))
+            # a child being spawned: pass the fds themselves (spawn and forkserver know how)
+            tdup = reduction.DupFd(self._tfd) if self._tfd >= 0 else None
+            return (_rebuild_ring, (self.token, reduction.DupFd(self._fd), None, None, tdup))
+        return (_rebuild_ring, (self.token, None, os.getpid(), self._fd, None, self._tfd))
 
 
-def _rebuild_ring(token: str, dupfd: Any, pid: int | None, fd: int | None) -> Ring:
+def _rebuild_ring(token: str, dupfd: Any, pid: int | None, fd: int | None,
+                  tdup: Any = None, tfd: int = -1) -> Ring:
+    if tdup is not None:
+        mytfd = tdup.detach()
+    elif pid is not None:
+        mytfd = _open_tracker_fd(pid, tfd)
+    else:
+        mytfd = -1
+    try:
+        ring = _map_ring(token, dupfd, pid, fd)
+    except BaseException:
+        if mytfd >= 0:
+            os.close(mytfd)
+        raise
+    ring._setup(ring._fd, mytfd)  # from here on close() releases both fds
+    ring._attach(-1)
+    return ring
+
+
+def _map_ring(token: str, dupfd: Any, pid: int | None, fd: int | None) -> Ring:
     if dupfd is not None:
         myfd = dupfd.detach()
     else:
@@ -362,8 +470,7 @@ def _rebuild_ring(token: str, dupfd: Any, pid: int | None, fd: int | None) -> Ri
     except (ValueError, OSError) as exc:
         os.close(myfd)
         raise RingAttachError(f"cannot attach to ring {token}: {exc}") from exc
-    ring._setup(myfd)
-    ring._attach(-1)
+    ring._fd = myfd
     return ring
 
 
@@ -381,7 +488,7 @@ def _before_fork() -> None:
 
 def _after_fork_child() -> None:
     global _live_lock
-    _live_lock = threading.Lock()
+    _live_lock = threading.RLock()
     for r in list(_live):
         try:
             r._attach(-1)

@@ -26,7 +26,10 @@
  *     real fields are updated and `jop` is cleared.  Recovery redoes a journalled commit; a process
  *     that died before setting `jop` left nothing visible.
  *   - wake-ups use raw futex(2) (non-private, the words live in shared memory) on sequence words,
- *     with waiter counts so a put/get issues FUTEX_WAKE only when someone waits.  A waiter killed
+ *     with waiter counts so a put/get issues FUTEX_WAKE only when someone waits.  "Not empty"
+ *     wakes one consumer per committed message (a consumer leaving messages behind, or giving
+ *     up because its ring object closes, passes the wake-up on); "not full" and "joined" wake
+ *     all, since a woken producer whose record does not fit must not hide the room from others.  A waiter killed
  *     while sleeping leaves its count incremented: harmless, it only costs later puts/gets a wake
  *     syscall that wakes nobody.
  *   - nothing is ever waited for while holding the mutex, so a dead or stopped waiter cannot
@@ -127,11 +130,30 @@ static inline void futex_wake_all(uint32_t *addr)
     syscall(SYS_futex, addr, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
 }
 
+static inline void futex_wake_n(uint32_t *addr, uint64_t n)
+{
+    syscall(SYS_futex, addr, FUTEX_WAKE, n > INT_MAX ? INT_MAX : (int)n, NULL, NULL, 0);
+}
+
+/* Wake every waiter: used where a waiter may not be able to proceed after all (a producer woken
+ * for room its record does not fit in must not hide the room from a smaller one). */
 static inline void wake_if_waiting(uint32_t *seq, uint32_t *waiters)
 {
     if (__atomic_load_n(waiters, __ATOMIC_SEQ_CST) > 0) {
         __atomic_add_fetch(seq, 1, __ATOMIC_SEQ_CST);
         futex_wake_all(seq);
+    }
+}
+
+/* Wake at most `n` waiters ("not empty": one consumer per committed message, no thundering herd
+ * when many consumers wait).  Correct because every woken consumer either takes at least one
+ * message or passes the wake-up on (get_many_impl wakes one more waiter when it leaves messages
+ * behind, rb_wait passes it on when it gives up because its ring object is closing). */
+static inline void wake_n_if_waiting(uint32_t *seq, uint32_t *waiters, uint64_t n)
+{
+    if (n && __atomic_load_n(waiters, __ATOMIC_SEQ_CST) > 0) {
+        __atomic_add_fetch(seq, 1, __ATOMIC_SEQ_CST);
+        futex_wake_n(seq, n);
     }
 }
 
@@ -258,6 +280,8 @@ static int rb_wait(RingObject *self, uint32_t *seq, uint32_t *waiters, int64_t d
             return -1;
     }
     if (self->closing) {
+        /* we may have been handed a wake-up meant for a consumer/producer: pass it on */
+        wake_n_if_waiting(seq, waiters, 1);
         PyErr_SetString(ClosedError ? ClosedError : PyExc_ValueError,
                         "ring was closed while waiting");
         return -1;
@@ -473,7 +497,7 @@ static PyObject *put_impl(RingObject *self, PyObject *data, PyObject *timeout)
     if (view.obj)
         PyBuffer_Release(&view);
     if (ok) {
-        wake_if_waiting(&h->ne_seq, &h->ne_waiters);
+        wake_n_if_waiting(&h->ne_seq, &h->ne_waiters, 1);
     } else if (ref) {
         spill_abort(self, ref);
     }
@@ -548,6 +572,7 @@ static PyObject *put_many_impl(RingObject *self, PyObject *items, PyObject *time
     PyObject **it = work ? PySequence_Fast_ITEMS(work) : src;
     rb_header *h = self->hdr;
     Py_ssize_t done = 0;
+    uint64_t last_k = 0;   /* committed in the last round and not yet announced */
     if (rb_lock(self) < 0)
         goto fail;
     while (done < total) {
@@ -561,7 +586,7 @@ static PyObject *put_many_impl(RingObject *self, PyObject *items, PyObject *time
                 if (k)
                     rb_commit_put(h, pos, k);
                 rb_unlock(self);
-                wake_if_waiting(&h->ne_seq, &h->ne_waiters);
+                wake_n_if_waiting(&h->ne_seq, &h->ne_waiters, k);
                 goto fail_spills;
             }
             uint64_t sz = rb_try_write(self, pos, k, p, (uint64_t)n,
@@ -580,11 +605,12 @@ static PyObject *put_many_impl(RingObject *self, PyObject *items, PyObject *time
             if (done < total) {
                 /* let consumers drain before we wait for space */
                 rb_unlock(self);
-                wake_if_waiting(&h->ne_seq, &h->ne_waiters);
+                wake_n_if_waiting(&h->ne_seq, &h->ne_waiters, k);
                 if (rb_lock(self) < 0)
                     goto fail_spills;
                 continue;
             }
+            last_k = k;
             break;
         }
         if (nonblock)
@@ -596,7 +622,7 @@ static PyObject *put_many_impl(RingObject *self, PyObject *items, PyObject *time
             break;
     }
     rb_unlock(self);
-    wake_if_waiting(&h->ne_seq, &h->ne_waiters);
+    wake_n_if_waiting(&h->ne_seq, &h->ne_waiters, last_k);
     if (spilled) {
         for (i = done; i < total; i++)
             if (spilled[i])
@@ -722,6 +748,7 @@ static PyObject *get_many_impl(RingObject *self, Py_ssize_t max, PyObject *timeo
     Py_ssize_t *spills = NULL, nspills = 0;
     rb_header *h = self->hdr;
     Py_ssize_t k;
+    uint64_t left = 0;
     if (rb_lock(self) < 0)
         goto fail;
     for (;;) {
@@ -738,9 +765,15 @@ static PyObject *get_many_impl(RingObject *self, Py_ssize_t max, PyObject *timeo
         if (w == 1)
             break;
     }
-    rb_unlock(self);
     if (k > 0)
+        left = h->nwritten - h->nread;
+    rb_unlock(self);
+    if (k > 0) {
         wake_if_waiting(&h->nf_seq, &h->nf_waiters);
+        /* messages left behind: hand the wake-up on to another waiting consumer */
+        if (left)
+            wake_n_if_waiting(&h->ne_seq, &h->ne_waiters, 1);
+    }
     if (nspills) {
         int rc = resolve_spills(self, out, spills, nspills);
         PyMem_Free(spills);

@@ -14,11 +14,15 @@ Wire format of one message (what :func:`dumps` returns and :func:`loads` takes):
 
 Smaller buffers stay in-band: a segment costs a few syscalls, which only pays off for large data.
 
-Crash safety: a segment is registered with the stdlib resource tracker (shared by the whole
-process tree) as soon as it exists and unregistered when a consumer unlinks it, so one created
-and never consumed is removed at the latest when the process tree ends.  Pass a ring's
-``spill_prefix`` as ``prefix`` so the ring's last ``close()`` sweeps it earlier.  A message dropped
-unread must go through :func:`discard`.
+Ownership: with ``prefix=ring.spill_prefix`` (what every Queue passes) the segment belongs to the
+ring once the message is put, exactly like the ring's own spill segments (see
+``multitask._core._ring``): it is registered with the ring's home resource tracker as soon as it
+exists, unlinked and unregistered there by the :func:`loads` of the consumer, or by the last
+``close()`` of the ring if never read; the home tracker removes it only after every process
+holding the ring has exited (crashes).  The producer exiting releases nothing.  Without a ring
+prefix (``mt-s-...``) the segment is registered with the calling process's own stdlib resource
+tracker (shared by its process tree when it was started before the children were).  A message
+dropped unread must go through :func:`discard`.
 
 Functions, lambdas, closures and objects defined in ``__main__`` that the C pickler refuses are
 pickled with ``cloudpickle`` instead (transparent to :func:`loads`).
