@@ -110,7 +110,11 @@ def worker_main(idx: int, inbound: Any, outbound: Any, slots: Any, initializer: 
     pack_res = RES_HDR.pack
     unpack_task = TASK_HDR.unpack_from
     loads = _serialize.loads
-    dumps = _serialize.dumps
+    prefix = outbound.spill_prefix
+
+    def dumps(obj: Any) -> bytes:
+        return _serialize.dumps(obj, prefix)
+
     monotonic = time.monotonic
     slot_set = slots.set
 

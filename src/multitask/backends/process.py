@@ -175,6 +175,10 @@ class ProcessBackend(Backend):
         self._watch_at = float("inf")   # when the watcher will next look at deadlines
         self._all_exited = threading.Event()
         self._outbound = Ring(_OUTBOUND_CAPACITY)
+        # Out-of-band segments of task arguments are named after the result ring, which lives as
+        # long as the pool: whatever no worker consumed is swept when the pool's last user closes
+        # it (a worker ring's prefix would be swept with that worker, under a re-queued task).
+        self._spill_prefix = self._outbound.spill_prefix
         self._slots = Slots(self.processes)
         self._workers = [_Worker(i, Ring(_INBOUND_CAPACITY), self.maxtasksperchild)
                          for i in range(self.processes)]
@@ -222,7 +226,7 @@ class ProcessBackend(Backend):
         task = getattr(job, "task", None)
         if task is not None and task.wire is None:
             try:
-                task.wire = _serialize.dumps(task.data)
+                task.wire = _serialize.dumps(task.data, self._spill_prefix)
             except BaseException as exc:
                 raise _as_serialization_error(
                     exc, f"the arguments of {job.function_name}") from exc
@@ -282,7 +286,7 @@ class ProcessBackend(Backend):
             try:
                 fid, fmsgs = self._function_locked(job.fn, w)
                 if task.wire is None:
-                    task.wire = _serialize.dumps(task.data)
+                    task.wire = _serialize.dumps(task.data, self._spill_prefix)
             except BaseException as exc:
                 # This task's input cannot cross to a worker: fail its call, not the pool.
                 sends.failures.append((task, _as_serialization_error(
@@ -372,9 +376,13 @@ class ProcessBackend(Backend):
                     _, idx, pid = STARTED.unpack_from(msg, 0)
                     with self._lock:
                         w = self._workers[idx]
+                        timed = False
                         if w.state == "starting":   # from the worker or the zygote, first wins
                             w.pid = pid
                             w.state = "running"
+                            timed = any(t.job.timeout is not None for t in w.inflight)
+                    if timed:   # deadlines of tasks queued before it started can now be enforced
+                        self.poke_watcher()
                     self.pool_notify()
                 elif kind == b"I":
                     self._on_initializer_failed(memoryview(msg)[FUNC_HDR.size:])

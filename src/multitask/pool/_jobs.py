@@ -37,10 +37,28 @@ MODE_STARMAP = 2   # data is a sequence of argument tuples; fn(*item) for each
 
 _task_ids = itertools.count(1)
 
+# Range slices up to this length travel as lists (cheaper to pickle); longer ones stay ranges
+# (a few bytes on the wire however long).
+_SMALL_RANGE = 256
+
 # Chunks of cheap items should still take this long, so per-chunk overhead stays small.
 _MIN_CHUNK_SECONDS = 0.0002
 # Chunks of an input of unknown length aim at this much work.
 _LAZY_CHUNK_SECONDS = 0.002
+
+
+class _NoLock:
+    """A context manager that does nothing: an apply job has one task, handed out under the
+    backend's lock and reported once, so it needs no lock of its own."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+_NO_LOCK: Any = _NoLock()
 
 
 class Task:
@@ -75,8 +93,12 @@ class Job(abc.ABC):
         self.exhausted = False        # no more tasks will ever come from next_task()
         self.outstanding = 0          # tasks handed out and not yet reported
         self.item_seconds = 0.0       # measured seconds per item (EWMA), 0 until measured
-        self.function_name = _qualname(fn)
-        self._lock = threading.Lock()
+        self._lock = _NO_LOCK if type(self) is ApplyJob else threading.Lock()
+
+    @property
+    def function_name(self) -> str:
+        """``module.qualname`` of the function (computed on demand: off the hot path)."""
+        return _qualname(self.fn)
 
     # -- supplying tasks (backend threads) --------------------------------------------------
     @abc.abstractmethod
@@ -196,6 +218,8 @@ class MapJob(Job):
                 size = min(self._chunk_size(remaining), remaining)
                 start = self._next
                 data = self._seq[start:start + size]
+                if size <= _SMALL_RANGE and isinstance(data, range):
+                    data = list(data)   # a short list pickles ~6x faster than a range
                 self._next += size
                 if self._next >= self.length:
                     self.exhausted = True

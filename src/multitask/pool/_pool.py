@@ -22,6 +22,7 @@ from ._jobs import (
     Job,
     MapJob,
     Task,
+    _qualname,
     materialize,
 )
 from ._progress import ProgressBar, check_progress
@@ -326,7 +327,8 @@ class Pool:
         """
         from ..monitor.timeline import TaskRecord, render_timeline
 
-        records = [TaskRecord(*r) for r in list(self._timeline)]
+        records = [TaskRecord(r[0], r[1], r[2], _qualname(r[3]), *r[4:])
+                   for r in list(self._timeline)]
         if path is None:
             return records
         return render_timeline(records, Path(path), title=f"multitask timeline: {self.name}")
@@ -406,7 +408,8 @@ class Pool:
             self._completed += task.n
             if not ok:
                 self._failed += task.n
-        self._timeline.append((task.id, worker, pid or 0, job.function_name, task.dispatched,
+        # The function's name is resolved when the timeline is read, not on this hot path.
+        self._timeline.append((task.id, worker, pid or 0, job.fn, task.dispatched,
                                started or task.dispatched, finished or time.monotonic(), ok,
                                task.n))
         if not ok and isinstance(job.result, AsyncResult):

@@ -60,7 +60,6 @@ class AsyncResult(Generic[T]):
     __slots__ = (
         "__weakref__",
         "_callback",
-        "_created",
         "_error_callback",
         "_latch",
         "_pool_ref",
@@ -82,7 +81,6 @@ class AsyncResult(Generic[T]):
         self._error_callback = error_callback
         self._pool_ref = pool_ref
         self._waiters: list[Callable[[AsyncResult[Any]], None]] | None = None
-        self._created = time.monotonic()
 
     # -- the stdlib API ----------------------------------------------------------------------
     def ready(self) -> bool:
