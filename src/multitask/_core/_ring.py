@@ -496,9 +496,4 @@ def _after_fork_child() -> None:
             pass
 
 
-def _after_fork_parent() -> None:
-    pass
-
-
-os.register_at_fork(before=_before_fork, after_in_child=_after_fork_child,
-                    after_in_parent=_after_fork_parent)
+os.register_at_fork(before=_before_fork, after_in_child=_after_fork_child)

@@ -58,7 +58,7 @@ from .._core._errors import (
     WorkerDiedError,
 )
 from .._core._ring import Ring
-from ..pool._jobs import Job, Task
+from ..pool._jobs import Job, Redo, Task
 from ..pool._stats import TaskInfo, WorkerStatistics
 from . import Backend
 from ._slots import Slots
@@ -159,8 +159,8 @@ class ProcessBackend(Backend):
     # -- start -----------------------------------------------------------------------------
     def start(self) -> None:
         self._lock = threading.Lock()
-        self._pending: collections.deque[Job | _Redo] = collections.deque()
-        self._starved: list[Job | _Redo] = []
+        self._pending: collections.deque[Job | Redo] = collections.deque()
+        self._starved: list[Job | Redo] = []
         self._closing = False
         self._terminated = False
         self._stopped = False
@@ -470,7 +470,7 @@ class ProcessBackend(Backend):
             # Tasks it never started go back to the front of the queue, for another worker.
             redo = tasks[cut:]
             if redo:
-                self._pending.appendleft(_Redo(redo))
+                self._pending.appendleft(Redo(redo))
             w.state = "dead"
             w.ring.close()
             graceful = exitcode == 0 and not failed
@@ -750,32 +750,6 @@ class ProcessBackend(Backend):
         notify = self.options.get("notify")
         if notify is not None:
             notify()
-
-
-class _Redo:
-    """Tasks a dead worker never started, handed out again before anything else.
-
-    A task source like a Job (``next_task``/``exhausted``/``fail_all``), but its tasks keep
-    their own jobs.
-    """
-
-    def __init__(self, tasks: list[Task]) -> None:
-        self._tasks = collections.deque(tasks)
-        self.exhausted = False
-
-    def next_task(self) -> Task | None:
-        if not self._tasks:
-            self.exhausted = True
-            return None
-        task = self._tasks.popleft()
-        self.exhausted = not self._tasks
-        return task
-
-    def fail_all(self, exc: BaseException) -> None:
-        self.exhausted = True
-        while self._tasks:
-            task = self._tasks.popleft()
-            task.job.task_done(task, False, exc, 0.0, 0.0, -1, None)
 
 
 def _fork_is_safe() -> bool:

@@ -99,7 +99,7 @@ from .._core._errors import (
     TaskTimeoutError,
     WorkerDiedError,
 )
-from ..pool._jobs import MODE_CALL, MODE_MAP, Job, Task
+from ..pool._jobs import MODE_CALL, MODE_MAP, Job, Redo, Task
 from ..pool._results import logger
 from ..pool._stats import TaskInfo, WorkerStatistics
 from . import Backend
@@ -378,7 +378,7 @@ class RayBackend(Backend):
     def _init(self) -> None:
         self._lock = threading.Lock()
         self._events: _queue.SimpleQueue[tuple[Any, ...]] = _queue.SimpleQueue()
-        self._pending: collections.deque[Job | _Redo] = collections.deque()
+        self._pending: collections.deque[Job | Redo] = collections.deque()
         self._starved: list[Job] = []
         self._closing = False
         self._terminated = False
@@ -649,7 +649,7 @@ class RayBackend(Backend):
         if kill:
             _kill(a.handle)
         if redo:
-            self._pending.appendleft(_Redo(redo))
+            self._pending.appendleft(Redo(redo))
         if not self._terminated and self._broken is None:
             self._replaced += 1
             self._actors[a.idx] = self._new_actor_locked(a.idx)
@@ -810,28 +810,6 @@ class RayBackend(Backend):
         notify = self.options.get("notify")
         if notify is not None:
             notify()
-
-
-class _Redo:
-    """Tasks a dead actor never started, handed out again before anything else."""
-
-    def __init__(self, tasks: list[Task]) -> None:
-        self._tasks = collections.deque(tasks)
-        self.exhausted = False
-
-    def next_task(self) -> Task | None:
-        if not self._tasks:
-            self.exhausted = True
-            return None
-        task = self._tasks.popleft()
-        self.exhausted = not self._tasks
-        return task
-
-    def fail_all(self, exc: BaseException) -> None:
-        self.exhausted = True
-        while self._tasks:
-            task = self._tasks.popleft()
-            task.job.task_done(task, False, exc, 0.0, 0.0, -1, None)
 
 
 # ---------------------------------------------------------------------------------------------

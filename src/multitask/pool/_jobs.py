@@ -265,6 +265,32 @@ class MapJob(Job):
             self._feeder.stop()
 
 
+class Redo:
+    """Tasks a dead worker never started, handed out again before anything else.
+
+    A task source like a Job (``next_task``/``exhausted``/``fail_all``), but its tasks keep their
+    own jobs.  Backends put one at the front of their pending queue when a worker dies.
+    """
+
+    def __init__(self, tasks: list[Task]) -> None:
+        self._tasks = deque(tasks)
+        self.exhausted = False
+
+    def next_task(self) -> Task | None:
+        if not self._tasks:
+            self.exhausted = True
+            return None
+        task = self._tasks.popleft()
+        self.exhausted = not self._tasks
+        return task
+
+    def fail_all(self, exc: BaseException) -> None:
+        self.exhausted = True
+        while self._tasks:
+            task = self._tasks.popleft()
+            task.job.task_done(task, False, exc, 0.0, 0.0, -1, None)
+
+
 class _Feeder:
     """Reads a lazy input iterator in its own thread, keeping a bounded buffer of items.
 
