@@ -149,3 +149,15 @@ def ctx(start_method):
     import multitask
 
     return multitask.get_context(start_method)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Run the Ray tests last.
+
+    Connecting to Ray starts gRPC threads and signal handlers in this process for the rest of the
+    session; every later ``fork`` (start method tests, pools) would copy that state into children
+    (which then abort at exit).  Ray-backed tests are moved behind everything else.
+    """
+    def uses_ray(item) -> bool:
+        return "ray" in item.nodeid.split("::")[0] or "[ray" in item.nodeid
+    items.sort(key=uses_ray)   # stable: order within each group is kept

@@ -261,12 +261,16 @@ def test_crawler_fills_the_database(tmp_path):
 
 
 @pytest.mark.timeout(120)
-def test_demo_runs_and_reports_speedups():
+def test_demo_runs_and_reports_speedups(tmp_path):
+    timeline = tmp_path / "timeline.html"
     result = run_example("-c", "import sys, multitask._demo as d; "
-                         "sys.exit(d.main(['--limit', '200000', '--chunks', '20']))",
+                         "sys.exit(d.main(['--limit', '200000', '--chunks', '20', "
+                         f"'--timeline', {str(timeline)!r}]))",
                          timeout=110)
     assert result.returncode == 0, result.stderr
     out = result.stdout
+    assert timeline.exists() and "<svg" in timeline.read_text()
+    assert "who did what" in out
     assert "28 pages" in out and "faster" in out
     assert "primes below 200,000" in out and "17,984" in out  # pi(200000)
     assert "Every result matched its serial run." in out

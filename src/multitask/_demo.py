@@ -141,7 +141,7 @@ def _demo_crawler(console: Console, workdir: str) -> bool:
     return same and serial_pages == report.pages
 
 
-def _demo_primes(console: Console, limit: int, parts: int) -> bool:
+def _demo_primes(console: Console, limit: int, parts: int, timeline: str | None) -> bool:
     import multitask as mp
 
     console.rule("[bold]2. A CPU-bound job: counting primes")
@@ -157,7 +157,7 @@ def _demo_primes(console: Console, limit: int, parts: int) -> bool:
             serial += count_primes(chunk)
             progress.advance(task)
         serial_s = time.perf_counter() - start
-    how, parallel, parallel_s = _parallel_primes(chunks, workers, console)
+    how, parallel, parallel_s = _parallel_primes(chunks, workers, console, timeline)
     speedup = serial_s / parallel_s
     table = Table(title=f"primes below {limit:,}")
     for col in ("run", "primes found", "seconds", "speed-up"):
@@ -184,24 +184,24 @@ def _demo_primes(console: Console, limit: int, parts: int) -> bool:
     return serial == parallel
 
 
-def _parallel_primes(chunks: list[tuple[int, int]], workers: int,
-                     console: Console) -> tuple[str, int, float]:
-    """Count with ``multitask.Pool.imap_unordered`` when the pool exists, else a Pipeline."""
+def _parallel_primes(chunks: list[tuple[int, int]], workers: int, console: Console,
+                     timeline: str | None) -> tuple[str, int, float]:
+    """Count with ``multitask.Pool.imap_unordered`` and draw the pool's task timeline."""
     import multitask as mp
 
-    try:
-        Pool = getattr(importlib.import_module("multitask.pool"), "Pool", None)
-    except ImportError:  # the pool lands separately; until then a Pipeline does the job
-        Pool = None
     start = time.perf_counter()
-    if Pool is not None:
-        with Pool(workers) as pool:
-            total = sum(pool.imap_unordered(count_primes, chunks, progress=True))
-        return "Pool.imap_unordered", total, time.perf_counter() - start
-    pipeline = mp.Pipeline(progress=True, name="primes").stage(
-        count_primes, workers=workers, kind="process", ordered=False, name="count_primes")
-    total = sum(pipeline.run(chunks))
-    return "Pipeline", total, time.perf_counter() - start
+    with mp.Pool(workers) as pool:
+        total = sum(pool.imap_unordered(count_primes, chunks, progress=True))
+        elapsed = time.perf_counter() - start
+        stats = pool.statistics()
+        done = ", ".join(f"worker {w.index} (pid {w.pid}): {w.tasks_done} chunks"
+                         for w in stats.workers)
+        console.print(f"  who did what: {done}")
+        if timeline:
+            path = pool.timeline(timeline)
+            console.print(f"  a timeline of every chunk (which worker ran it, when, how long) "
+                          f"is in [bold]{path}[/] -- open it in a browser.")
+    return "Pool.imap_unordered", total, elapsed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -211,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="count primes below this (default 2000000)")
     parser.add_argument("--chunks", type=int, default=80, help="chunks of work (default 80)")
     parser.add_argument("--skip-crawler", action="store_true", help="only the CPU-bound job")
+    parser.add_argument("--timeline", default="multitask-demo-timeline.html",
+                        help="where to write the pool's task timeline ('' for none)")
     args = parser.parse_args(argv)
     console = Console()
     start = time.perf_counter()
@@ -220,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="multitask-demo-") as workdir:
         if not args.skip_crawler:
             ok = _demo_crawler(console, workdir) and ok
-        ok = _demo_primes(console, args.limit, args.chunks) and ok
+        ok = _demo_primes(console, args.limit, args.chunks, args.timeline or None) and ok
     console.rule()
     console.print(f"Done in {time.perf_counter() - start:.1f}s. "
                   + ("Every result matched its serial run." if ok

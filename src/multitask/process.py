@@ -106,6 +106,18 @@ _POPEN: dict[str, type] = {
 }
 
 
+def _registry_call(what: str, proc: Any) -> None:
+    """Publish/unpublish a child for ``multitask ps``; observability never breaks a program."""
+    try:
+        from .monitor import registry
+
+        getattr(registry, what)(proc)
+    except Exception as exc:
+        import logging
+
+        logging.getLogger("multitask").debug("registry %s failed for %r: %s", what, proc, exc)
+
+
 def _public_class_name(cls: type) -> str:
     for klass in cls.__mro__:
         if not klass.__dict__.get("_context_bound", False):
@@ -222,6 +234,7 @@ class Process(_mpprocess_module.BaseProcess):
         if method != "forkserver":
             # forkserver children are the forkserver's children: it reaps them, not us.
             _spawn.reap_in_background(self._popen, self._popen.sentinel)
+        _registry_call("register_process", self)
 
     def _bootstrap(self, parent_sentinel: int | None = None) -> int:
         # Runs in the child, before run().  Failure here is reported like a failure in run().
@@ -280,6 +293,7 @@ class Process(_mpprocess_module.BaseProcess):
         res = self._popen.wait(timeout)
         if res is not None:
             _mpprocess._children.discard(self)
+            _registry_call("unregister", self)
 
     def is_alive(self) -> bool:
         """True between ``start()`` and the child's exit.  Never blocks; reaps if finished."""
@@ -318,6 +332,7 @@ class Process(_mpprocess_module.BaseProcess):
                 raise ValueError(f"cannot close {self._name!r} while it is still running; "
                                  "call join() or terminate() first")
             _spawn.stop_reaping(self._popen)
+            _registry_call("unregister", self)
             self._popen.close()
             self._popen = None
             del self._sentinel

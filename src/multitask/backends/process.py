@@ -198,6 +198,7 @@ class ProcessBackend(Backend):
             args=(cmd_r, report_w, alive_r, self._outbound, self._slots, self.initializer,
                   self.initargs, self.nice, self.cpu_affinity, os.getpid()))
         self._zygote.start()
+        _publish_zygote("register_process", self._zygote)
         cmd_r.close()
         report_w.close()
         alive_r.close()
@@ -682,6 +683,7 @@ class ProcessBackend(Backend):
                 self._cmd.send(("exit",))
             except OSError:
                 pass
+        _publish_zygote("unregister", self._zygote)
         self._zygote.join(10.0)
         if self._zygote.exitcode is None:
             self._zygote.kill()
@@ -750,6 +752,21 @@ class ProcessBackend(Backend):
         notify = self.options.get("notify")
         if notify is not None:
             notify()
+
+
+def _publish_zygote(what: str, zygote: Any) -> None:
+    """Label the zygote in ``multitask ps`` (workers' parent); best effort, never raises."""
+    try:
+        from ..monitor import registry
+
+        if what == "register_process":
+            registry.register_process(zygote, role="zygote", name="multitask-zygote")
+        else:
+            registry.unregister(zygote)
+    except Exception as exc:
+        import logging
+
+        logging.getLogger("multitask").debug("registry %s of the zygote failed: %s", what, exc)
 
 
 def _fork_is_safe() -> bool:

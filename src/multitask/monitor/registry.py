@@ -546,7 +546,11 @@ class Registry:
         }
 
     def _dir(self) -> Path:
-        return self._directory if self._directory is not None else registry_dir()
+        # Fixed at the first publish: a program's entry must not move (nor be left behind in an
+        # old place) if its environment changes later.
+        if self._directory is None:
+            self._directory = registry_dir()
+        return self._directory
 
     def publish(self) -> None:
         """Write (or remove, if nothing is registered) this program's entry now, synchronously.

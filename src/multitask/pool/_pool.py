@@ -266,7 +266,7 @@ class Pool:
             raise ValueError("Pool is still running")
         self._backend.join()
         self._report_unretrieved("pool joined")
-        self._notify()
+        _registry_unregister(self)
 
     def terminate(self) -> None:
         """Stop the workers now.  Results not ready raise :class:`multitask.ClosedError`.
@@ -276,7 +276,7 @@ class Pool:
         self._state = "terminated"
         self._backend.terminate()
         self._report_unretrieved("pool terminated")
-        self._notify()
+        _registry_unregister(self)
 
     def __enter__(self) -> Pool:
         self._check_running()
@@ -441,6 +441,14 @@ def _registry_notifier() -> Callable[[], None]:
         return lambda: None
     notify: Callable[[], None] = registry.notify
     return notify
+
+
+def _registry_unregister(pool: Pool) -> None:
+    try:
+        from ..monitor import registry
+    except ImportError:
+        return
+    registry.unregister(pool)
 
 
 def _registry_register(pool: Pool) -> None:
