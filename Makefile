@@ -28,8 +28,11 @@ lint: $(VENV)/.installed-dev
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
 
+# Two pytest processes: the Ray-backed tests run on their own, because a process that has been a
+# Ray driver must not fork the children the other tests start (tests/conftest.py, marker "ray").
 pytest: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not ray"
+	$(BIN)/python -m pytest -m ray
 
 test: lint typecheck pytest
 

@@ -135,6 +135,8 @@ def _safe_cmd(p: psutil.Process) -> str:
 def pytest_configure(config):
     config.addinivalue_line("markers", "no_leak_check: skip the per-test leak check")
     config.addinivalue_line("markers", "slow: a test that takes several seconds")
+    config.addinivalue_line("markers", "ray: needs a Ray cluster; run in a pytest process of its "
+                            "own (`make test` does), since a Ray driver must not be forked")
 
 
 @pytest.fixture(params=START_METHODS)
@@ -150,14 +152,3 @@ def ctx(start_method):
 
     return multitask.get_context(start_method)
 
-
-def pytest_collection_modifyitems(session, config, items):
-    """Run the Ray tests last.
-
-    Connecting to Ray starts gRPC threads and signal handlers in this process for the rest of the
-    session; every later ``fork`` (start method tests, pools) would copy that state into children
-    (which then abort at exit).  Ray-backed tests are moved behind everything else.
-    """
-    def uses_ray(item) -> bool:
-        return "ray" in item.nodeid.split("::")[0] or "[ray" in item.nodeid
-    items.sort(key=uses_ray)   # stable: order within each group is kept

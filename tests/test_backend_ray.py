@@ -17,6 +17,7 @@ import time
 import pytest
 
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.ray
 
 from test_backends_common import acquire_ray_cluster, release_ray_cluster  # noqa: E402
 

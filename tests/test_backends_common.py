@@ -24,7 +24,9 @@ import multitask as mp
 from multitask import ClosedError
 from multitask._core._errors import RemoteTraceback
 
-BACKENDS = ["process", "thread", "ray"]
+# Ray-backed cases carry the "ray" marker: `make test` runs them in a pytest process of their own
+# (a Ray driver's threads and signal handlers must not be inherited by forked test children).
+BACKENDS = ["process", "thread", pytest.param("ray", marks=pytest.mark.ray)]
 ROOT = Path(__file__).resolve().parent.parent
 
 # ---------------------------------------------------------------------------------------------
