@@ -31,9 +31,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from multiprocessing import popen_fork, popen_forkserver, popen_spawn_posix
 from multiprocessing import process as _mpprocess_module
-from typing import Any
-
-import psutil
+from typing import TYPE_CHECKING, Any
 
 from ._core import _spawn
 from ._core._errors import ClosedError, ProcessError
@@ -51,16 +49,21 @@ __all__ = [
     "parent_process",
 ]
 
+if TYPE_CHECKING:
+    import psutil
+
+# psutil's status strings (psutil.STATUS_*) -> the letter `ps` shows.  psutil itself is imported
+# on first use: it costs ~15 ms, paid by every program that imports multitask otherwise.
 _STATE_LETTERS = {
-    psutil.STATUS_RUNNING: "R",
-    psutil.STATUS_SLEEPING: "S",
-    psutil.STATUS_DISK_SLEEP: "D",
-    psutil.STATUS_STOPPED: "T",
-    psutil.STATUS_TRACING_STOP: "t",
-    psutil.STATUS_ZOMBIE: "Z",
-    psutil.STATUS_DEAD: "X",
-    getattr(psutil, "STATUS_IDLE", "idle"): "I",
-    getattr(psutil, "STATUS_PARKED", "parked"): "P",
+    "running": "R",
+    "sleeping": "S",
+    "disk-sleep": "D",
+    "stopped": "T",
+    "tracing-stop": "t",
+    "zombie": "Z",
+    "dead": "X",
+    "idle": "I",
+    "parked": "P",
 }
 
 
@@ -376,6 +379,8 @@ class Process(_mpprocess_module.BaseProcess):
         return self._cpu_affinity
 
     def _live_psutil(self) -> psutil.Process | None:
+        import psutil
+
         if self._popen is None or self._popen.returncode is not None:
             return None
         pid = self._popen.pid
@@ -396,6 +401,8 @@ class Process(_mpprocess_module.BaseProcess):
         proc = self._live_psutil()
         if proc is None:
             return None
+        import psutil
+
         try:
             return _STATE_LETTERS.get(proc.status(), "?")
         except psutil.Error:
@@ -412,6 +419,8 @@ class Process(_mpprocess_module.BaseProcess):
         proc = self._live_psutil()
         if proc is None:
             return None
+        import psutil
+
         try:
             return float(proc.cpu_percent(interval))
         except psutil.Error:

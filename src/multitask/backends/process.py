@@ -45,8 +45,6 @@ import threading
 import time
 from typing import Any
 
-import cloudpickle
-
 from .._core import _serialize
 from .._core._errors import (
     ClosedError,
@@ -788,6 +786,8 @@ def _dumps_function(fn: Any) -> bytes:
             return pickle.dumps(fn, protocol=5)
         except Exception:
             pass
+    import cloudpickle  # only for functions that need it (start-up time)
+
     try:
         return cloudpickle.dumps(fn, protocol=5)
     except Exception as exc:

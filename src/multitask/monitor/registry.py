@@ -49,8 +49,6 @@ from dataclasses import MISSING, dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import psutil
-
 from ..pool._stats import PoolStatistics
 
 __all__ = [
@@ -261,6 +259,8 @@ def parse_entry(raw: bytes, *, expect_pid: int | None = None) -> ProgramEntry:
 def _alive(pid: int, create_time: float) -> bool:
     """True if *pid* is the very process that wrote the entry and has not exited."""
     try:
+        import psutil  # lazily: ~15 ms that every program would pay at import
+
         proc = psutil.Process(pid)
         if abs(proc.create_time() - create_time) > 1.0:
             return False  # the pid was reused by another process
@@ -355,6 +355,8 @@ def _clean_temp(dfd: int, name: str) -> None:
     """Delete a writer's temporary file if its writer is gone (it crashed between write and
     rename); temp names are ``.<pid>.<n>.tmp``."""
     parts = name.split(".")
+    import psutil  # lazily: ~15 ms that every program would pay at import
+
     if len(parts) == 4 and parts[1].isdigit() and not psutil.pid_exists(int(parts[1])):
         _unlink(dfd, name)
 
@@ -530,6 +532,8 @@ class Registry:
         if not pool_dicts and not records:
             return None
         if self._create_time is None:
+            import psutil  # lazily: ~15 ms that every program would pay at import
+
             self._create_time = psutil.Process().create_time()
         return {
             "format": FORMAT,

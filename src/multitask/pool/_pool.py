@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 import itertools
 import os
 import threading
@@ -11,7 +10,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from .._core._errors import ClosedError
 from ..backends import Backend, load_backend
@@ -28,6 +27,9 @@ from ._jobs import (
 from ._progress import ProgressBar, check_progress
 from ._results import AsyncResult, IMapIterator, MapResult, logger
 from ._stats import PoolStatistics
+
+if TYPE_CHECKING:
+    import concurrent.futures
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -297,6 +299,8 @@ class Pool:
         The future can be cancelled until a worker takes it; it works with
         ``concurrent.futures.wait``/``as_completed`` and ``asyncio.wrap_future``.
         """
+        import concurrent.futures  # only submit() needs it (imported lazily: start-up time)
+
         self._check_running()
         _check_callable(fn)
         fut: concurrent.futures.Future[T] = concurrent.futures.Future()

@@ -13,16 +13,18 @@ terminated (whichever comes first; it is logged once).  The stdlib drops such er
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import logging
 import threading
 import time
 import traceback
 from collections.abc import Callable, Generator, Iterator
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .._core._errors import TimeoutError
+
+if TYPE_CHECKING:
+    import asyncio
 
 T = TypeVar("T")
 
@@ -143,6 +145,8 @@ class AsyncResult(Generic[T]):
 
     def __await__(self) -> Generator[Any, None, T]:
         if self._value is _PENDING:
+            import asyncio  # here, not at module level: it costs ~30 ms to import
+
             loop = asyncio.get_running_loop()
             fut: asyncio.Future[None] = loop.create_future()
 
