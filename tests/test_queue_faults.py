@@ -70,11 +70,6 @@ def _drain_and_check(q) -> int:
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("big", [False, True], ids=["small", "spilled"])
-@pytest.mark.xfail(strict=False, reason=(
-    "known bug, under investigation: after some rounds of SIGKILL a freshly forked child may exit "
-    "with status 1 before run() and a pid put on the `started` queue goes missing (seen in about "
-    "1 run in 6; more often when a registry publisher thread runs in the parent at fork time). "
-    "No torn message has been observed; the lost message is the bug."))
 def test_sigkill_inside_put_and_get_never_wedges_or_tears(big):
     ctx = multitask.get_context("fork")
     q = Queue(maxsize=64)

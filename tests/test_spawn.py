@@ -286,3 +286,30 @@ def test_reaper_state_reset_in_forked_child():
     while popen.returncode is None and time.monotonic() < deadline:
         time.sleep(0.01)
     assert popen.returncode == 0
+
+
+def _exit_at_once():
+    return None
+
+
+def test_fork_while_the_reaper_closes_its_pipe_gives_children_a_clean_start():
+    # Regression: the reaper closes its wake-up pipe when its last child is reaped; a fork at
+    # that instant used to hand the child stale fd numbers, which its at-fork reset then closed
+    # -- by then they were the new Popen's own pipe, and the child exited 1 before run().
+    import multitask
+
+    ctx = multitask.get_context("fork")
+    procs, codes = [], []
+    for _ in range(150):
+        p = ctx.Process(target=_exit_at_once)
+        p.start()
+        procs.append(p)
+        if len(procs) > 2:   # let earlier children be reaped while we keep forking
+            old = procs.pop(0)
+            old.join(30)
+            codes.append(old.exitcode)
+    for p in procs:
+        p.join(30)
+        codes.append(p.exitcode)
+    # every child ran its target and exited cleanly
+    assert codes == [0] * 150

@@ -383,8 +383,19 @@ class _Reaper:
         self._thread: threading.Thread | None = None
         self.reaped = 0
 
+    def _before_fork(self) -> None:
+        # Hold the lock across fork(): the thread closes fds under it (releasing the GIL inside
+        # os.close), and a fork in the middle would give the child a stale fd number -- one the
+        # parent may already have reused for the very pipe the new child needs (it then closed
+        # the Popen's pipe and the child died with status 1 before run()).
+        self._lock.acquire()
+
+    def _after_fork_in_parent(self) -> None:
+        self._lock.release()
+
     def _reinit_in_child(self) -> None:
-        # after os.fork(): the thread is gone; the fds are copies we must not keep.
+        # after os.fork(): the thread is gone; the fds are copies we must not keep (consistent,
+        # because the lock was held across the fork).
         for fd in [*self._entries, self._wake_r, self._wake_w]:
             if fd >= 0:
                 with contextlib.suppress(OSError):
@@ -485,7 +496,9 @@ def _is_pidfd(fd: int) -> bool:
 
 _reaper = _Reaper()
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reaper._reinit_in_child)
+    os.register_at_fork(before=_reaper._before_fork,
+                        after_in_parent=_reaper._after_fork_in_parent,
+                        after_in_child=_reaper._reinit_in_child)
 
 
 def reap_in_background(popen: _Pollable, sentinel: int | None = None) -> None:
