@@ -94,6 +94,9 @@ def test_top_shows_program_and_quits_on_q(tmux, watched):
     tmux.start(_top_command("--interval", "0.3"), env)
     screen = tmux.wait_for(f"pid {proc.pid}")
     screen = tmux.wait_for("tasks/s")
+    # The program registers its pool, then its plain process: the first published entry may
+    # hold only the pool, so wait for the view to show the process too.
+    screen = tmux.wait_for("store-1")
     assert "multitask top" in screen and "press q to quit" in screen
     assert "pool crawler" in screen
     for pid in (busy, idle, stopped):
