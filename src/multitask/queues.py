@@ -164,15 +164,15 @@ class _RingQueue:
         datas = self._ring.get_many(max_items, t)
         if not datas:
             raise queue.Empty
-        out = []
-        for i, d in enumerate(datas):
-            try:
-                out.append(loads(d))
-            except BaseException:
-                for rest in datas[i + 1:]:
-                    discard(rest)
-                raise
-        return out
+        try:
+            return [loads(d) for d in datas]
+        except BaseException:
+            # One item could not be unpickled: the batch is lost to the caller, so release
+            # every segment it refers to (discard is a no-op for in-band items and for the
+            # segments already unlinked by the loads that succeeded).
+            for d in datas:
+                discard(d)
+            raise
 
     # -- state --------------------------------------------------------------------------------
     def qsize(self) -> int:
