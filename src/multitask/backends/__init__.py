@@ -101,9 +101,19 @@ class Backend(abc.ABC):
     def worker_statistics(self) -> tuple[WorkerStatistics, ...]:
         """A snapshot of every worker slot."""
 
+    #: workers that died or timed out and were replaced (backends increment it)
+    _replaced: int = 0
+
     @property
     def workers_replaced(self) -> int:
-        return 0
+        return self._replaced
+
+    def notify_pool(self) -> None:
+        """Something observers care about changed (a worker started, died...): tell the pool's
+        registry hook.  Cheap; never blocks."""
+        notify = self.options.get("notify")
+        if notify is not None:
+            notify()
 
 
 def default_backend() -> str:

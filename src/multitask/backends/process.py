@@ -382,7 +382,7 @@ class ProcessBackend(Backend):
                             timed = any(t.job.timeout is not None for t in w.inflight)
                     if timed:   # deadlines of tasks queued before it started can now be enforced
                         self.poke_watcher()
-                    self.pool_notify()
+                    self.notify_pool()
                 elif kind == b"I":
                     self._on_initializer_failed(memoryview(msg)[FUNC_HDR.size:])
                 elif kind == b"Z":
@@ -493,7 +493,7 @@ class ProcessBackend(Backend):
                 _serialize.discard(wire)
         for task, exc in failed:
             task.job.task_done(task, False, exc, slot_start, time.monotonic(), idx, pid)
-        self.pool_notify()
+        self.notify_pool()
         if all_dead:
             self._all_exited.set()
 
@@ -738,18 +738,6 @@ class ProcessBackend(Backend):
                 out.append(WorkerStatistics(w.idx, w.pid, state, w.tasks_done, w.tasks_failed,
                                             current, w.started))
         return tuple(out)
-
-    @property
-    def workers_replaced(self) -> int:
-        return self._replaced
-
-    def queued_tasks(self) -> int:
-        return sum(len(w.inflight) for w in self._workers)
-
-    def pool_notify(self) -> None:
-        notify = self.options.get("notify")
-        if notify is not None:
-            notify()
 
 
 def _publish_zygote(what: str, zygote: Any) -> None:

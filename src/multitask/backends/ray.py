@@ -122,6 +122,7 @@ _owned_users = 0          # pools using a Ray runtime that a pool of ours starte
 # the actor (runs in a Ray worker process)
 # ---------------------------------------------------------------------------------------------
 
+
 class _Big:
     """Marks where a large array was replaced by its object-store reference."""
 
@@ -279,6 +280,7 @@ def _resolve_big(mode: int, data: Any) -> Any:
 # ---------------------------------------------------------------------------------------------
 # the driver side
 # ---------------------------------------------------------------------------------------------
+
 
 class _Call:
     """One task sent to an actor, until its outcome is known."""
@@ -570,7 +572,7 @@ class RayBackend(Backend):
                 a.state = "running"
                 if a.inflight:   # its first task starts now, not when it was sent
                     a.inflight[0].started = time.monotonic()
-        self._notify()
+        self.notify_pool()
 
     def _on_done(self, a: _Actor, call: _Call, fut: Any) -> None:
         try:
@@ -637,7 +639,7 @@ class RayBackend(Backend):
         self._report(failures)
         for task, ok, value, started, finished in settled:
             task.job.task_done(task, ok, value, started, finished, a.idx, a.pid)
-        self._notify()
+        self.notify_pool()
 
     def _lose_actor_locked(self, a: _Actor, *, kill: bool = False) -> None:
         """The actor is gone: re-queue the calls it never started, put a new actor in its slot."""
@@ -703,7 +705,7 @@ class RayBackend(Backend):
         for a, task, exc, started in settled:
             task.job.task_done(task, False, exc, started, now, a.idx, a.pid)
         if settled:
-            self._notify()
+            self.notify_pool()
             return 0.0
         if soonest is None:
             return None
@@ -751,7 +753,7 @@ class RayBackend(Backend):
             now = time.monotonic()
             for a, c in stranded:
                 c.task.job.task_done(c.task, False, err, c.started, now, a.idx, a.pid)
-            self._notify()
+            self.notify_pool()
         if threading.current_thread() is not self._thread:
             self._stop()
         else:
@@ -802,19 +804,10 @@ class RayBackend(Backend):
                                             current, a.created))
         return tuple(out)
 
-    @property
-    def workers_replaced(self) -> int:
-        return self._replaced
-
-    def _notify(self) -> None:
-        notify = self.options.get("notify")
-        if notify is not None:
-            notify()
-
-
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
+
 
 def _kill(handle: Any) -> None:
     try:
@@ -927,6 +920,7 @@ def _serialization_error(exc: BaseException, what: str) -> BaseException:
 # ---------------------------------------------------------------------------------------------
 # a Queue that works across Ray nodes
 # ---------------------------------------------------------------------------------------------
+
 
 class RayQueue:
     """``multitask.Queue``'s method set on a Ray actor (``ray.util.queue.Queue``).

@@ -214,7 +214,7 @@ class ThreadBackend(Backend):
             except BaseException:  # never lose the worker thread to a reporting error
                 logger.exception("multitask: reporting a task's result failed")
             del value, task
-            self._notify()
+            self.notify_pool()
 
     def _slot_exit_locked(self, slot: _Slot) -> None:
         if not slot.abandoned:
@@ -283,7 +283,7 @@ class ThreadBackend(Backend):
                     f"discarded) and replaced", timeout=limit, pid=os.getpid())
                 task.job.task_done(task, False, exc, slot.started, now, slot.idx, os.getpid())
             if expired:
-                self._notify()
+                self.notify_pool()
 
     def _abandon_locked(self, slot: _Slot, *, replace: bool) -> None:
         slot.abandoned = True
@@ -348,7 +348,7 @@ class ThreadBackend(Backend):
         now = time.monotonic()
         for slot, task in stranded:
             task.job.task_done(task, False, err, slot.started, now, slot.idx, os.getpid())
-        self._notify()
+        self.notify_pool()
 
     # -- introspection -----------------------------------------------------------------------
     def worker_statistics(self) -> tuple[WorkerStatistics, ...]:
@@ -366,19 +366,10 @@ class ThreadBackend(Backend):
                                             current, s.created))
         return tuple(out)
 
-    @property
-    def workers_replaced(self) -> int:
-        return self._replaced
-
     def abandoned_threads(self) -> int:
         """Threads abandoned at a timeout or terminate that are still running their task."""
         with self._lock:
             return len(self._abandoned)
-
-    def _notify(self) -> None:
-        notify = self.options.get("notify")
-        if notify is not None:
-            notify()
 
 
 def _run(task: Task) -> tuple[bool, Any]:
