@@ -21,12 +21,9 @@ import abc
 import itertools
 import math
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
-
-from .._core._errors import ClosedError
 
 if TYPE_CHECKING:
     from ._pool import Pool
@@ -375,10 +372,3 @@ def materialize(iterable: Iterable[Any]) -> Sequence[Any]:
         return iterable
     return list(iterable)
 
-
-def closed_error() -> ClosedError:
-    return ClosedError("Pool not running")
-
-
-def now() -> float:
-    return time.monotonic()
