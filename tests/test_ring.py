@@ -409,3 +409,50 @@ def test_signal_handler_that_does_not_raise_keeps_waiting():
     finally:
         signal.signal(signal.SIGUSR1, old)
         r.close()
+
+
+# ---- polling before sleeping (spin_ns) ---------------------------------------------------------
+
+
+def test_spin_ns_default_and_bad_values(ring):
+    assert ring.spin_ns == 100_000          # the default: poll 100 us before sleeping
+    ring.spin_ns = 0
+    assert ring.spin_ns == 0
+    for bad, exc in ((-1, ValueError), (10**8 + 1, ValueError), (1.5, TypeError),
+                     (True, TypeError), ("1", TypeError)):
+        with pytest.raises(exc):
+            ring.spin_ns = bad
+    assert ring.spin_ns == 0                # a rejected value changes nothing
+
+
+def test_spin_ns_is_per_object_not_shared(ring):
+    ring.spin_ns = 5_000
+    other = pickle.loads(pickle.dumps(ring))   # another object on the same ring
+    try:
+        assert other.spin_ns == 100_000
+    finally:
+        other.close()
+
+
+@pytest.mark.parametrize("spin_ns", [0, 100_000, 10**8])
+def test_get_while_polling_sees_a_put_from_another_process(spin_ns):
+    r = Ring(4096)
+    r.spin_ns = spin_ns
+    try:
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(0.05)
+            r.put(b"late")
+            os._exit(0)
+        assert r.get(timeout=10) == b"late"
+        assert r.get_many(4, timeout=0.01) == []   # the poll is bounded by the timeout
+        os.waitpid(pid, 0)
+    finally:
+        r.close()
+
+
+def test_polling_get_still_honours_a_short_timeout(ring):
+    ring.spin_ns = 10**8                    # poll up to 0.1 s ...
+    t = time.monotonic()
+    assert ring.get(timeout=0.01) is None   # ... but never past the caller's deadline
+    assert time.monotonic() - t < 0.09

@@ -49,6 +49,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sched.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -60,6 +61,9 @@
 #define FLAG_SPILL 1u
 #define ALIGN8(n) (((uint64_t)(n) + 7u) & ~(uint64_t)7u)
 #define PUNCH_CHUNK (2u << 20)
+/* How long a get() on an empty ring polls before it sleeps (see rb_spin).  100 us covers a pool
+ * worker's turnaround between tasks and a parent's between results on a loaded 2-core machine. */
+#define DEFAULT_SPIN_NS 100000
 #define PUNCH_MIN_CAPACITY (16u << 20)
 
 enum { JOP_NONE = 0, JOP_PUT = 1, JOP_GET = 2 };
@@ -112,6 +116,7 @@ typedef struct {
     uint64_t spill_threshold;   /* payloads longer than this are spilled */
     int closing;
     int busy;            /* calls of this object currently running (threads) */
+    int64_t spin_ns;     /* a get on an empty ring polls this long before sleeping (0 = never) */
     PyObject *weakreflist;
     PyObject *dict;
 } RingObject;
@@ -289,6 +294,37 @@ static int rb_wait(RingObject *self, uint32_t *seq, uint32_t *waiters, int64_t d
     if (rb_lock(self) < 0)
         return -1;
     return 0;
+}
+
+/*
+ * Before sleeping in get(): poll for a new message for up to ``spin_ns``, without the mutex and
+ * without the GIL.  A futex wake-up costs a context switch on both sides (25-50 us on a busy
+ * virtual machine); a consumer that expects an answer soon (a pool worker between tasks, a
+ * caller waiting for its result) gets it in about a microsecond instead.  The poll yields the
+ * CPU on every round, so a spinning consumer never keeps a runnable process off its core.
+ * Called with the mutex held; returns with it held (0) or with an exception set, unlocked (-1).
+ */
+static int rb_spin(RingObject *self, int64_t deadline)
+{
+    rb_header *h = self->hdr;
+    uint64_t seen = __atomic_load_n(&h->nwritten, __ATOMIC_ACQUIRE);
+    int64_t until = now_ns() + self->spin_ns;
+    if (deadline >= 0 && deadline < until)
+        until = deadline;
+    rb_unlock(self);
+    Py_BEGIN_ALLOW_THREADS
+    for (unsigned i = 0;; i++) {
+        if (__atomic_load_n(&h->nwritten, __ATOMIC_ACQUIRE) != seen || self->closing)
+            break;
+        if ((i & 15) == 15 && now_ns() >= until)
+            break;
+        sched_yield();
+    }
+    Py_END_ALLOW_THREADS
+    /* a Ctrl-C that came while polling must not wait for the futex sleep to end */
+    if (PyErr_CheckSignals() < 0)
+        return -1;
+    return rb_lock(self);
 }
 
 static void rb_copy_in(RingObject *self, uint64_t pos, const char *src, uint64_t n)
@@ -749,6 +785,7 @@ static PyObject *get_many_impl(RingObject *self, Py_ssize_t max, PyObject *timeo
     rb_header *h = self->hdr;
     Py_ssize_t k;
     uint64_t left = 0;
+    int spun = self->spin_ns <= 0;
     if (rb_lock(self) < 0)
         goto fail;
     for (;;) {
@@ -759,6 +796,12 @@ static PyObject *get_many_impl(RingObject *self, Py_ssize_t max, PyObject *timeo
         }
         if (k > 0 || nonblock)
             break;
+        if (!spun) {
+            spun = 1;
+            if (rb_spin(self, deadline) < 0)
+                goto fail;
+            continue;
+        }
         int w = rb_wait(self, &h->ne_seq, &h->ne_waiters, deadline);
         if (w < 0)
             goto fail;
@@ -1000,6 +1043,28 @@ static PyObject *Ring_spill_threshold(RingObject *self, void *closure)
     return PyLong_FromUnsignedLongLong(self->spill_threshold);
 }
 
+static PyObject *Ring_get_spin_ns(RingObject *self, void *closure)
+{
+    return PyLong_FromLongLong(self->spin_ns);
+}
+
+static int Ring_set_spin_ns(RingObject *self, PyObject *value, void *closure)
+{
+    if (value == NULL || !PyLong_Check(value) || PyBool_Check(value)) {
+        PyErr_SetString(PyExc_TypeError, "spin_ns must be an int");
+        return -1;
+    }
+    long long v = PyLong_AsLongLong(value);
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    if (v < 0 || v > 100000000LL) {
+        PyErr_Format(PyExc_ValueError, "spin_ns must be between 0 and 10**8 (0.1 s), got %lld", v);
+        return -1;
+    }
+    self->spin_ns = v;
+    return 0;
+}
+
 static PyObject *Ring_closed(RingObject *self, void *closure)
 {
     return PyBool_FromLong(self->base == NULL || self->closing);
@@ -1054,6 +1119,7 @@ static PyObject *Ring_map(RingObject *self, PyObject *args)
         PyErr_SetString(PyExc_RuntimeError, "ring already mapped");
         return NULL;
     }
+    self->spin_ns = DEFAULT_SPIN_NS;
     struct stat st;
     if (fstat(fd, &st) < 0)
         return PyErr_SetFromErrno(PyExc_OSError);
@@ -1279,6 +1345,9 @@ static PyGetSetDef Ring_getset[] = {
     {"token", (getter)Ring_token, NULL, "random id of this ring", NULL},
     {"spill_threshold", (getter)Ring_spill_threshold, NULL, "larger payloads are spilled", NULL},
     {"closed", (getter)Ring_closed, NULL, "True after close()", NULL},
+    {"spin_ns", (getter)Ring_get_spin_ns, (setter)Ring_set_spin_ns,
+     "nanoseconds a get() on an empty ring polls before it sleeps, in this process (0 = never)",
+     NULL},
     {"_unfinished", (getter)Ring_unfinished, NULL, NULL, NULL},
     {NULL}};
 
