@@ -22,6 +22,11 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import as_completed
 from typing import Any
 
+# Imported here, as the harness imports multiprocessing: a program imports its library once at
+# the top, so P7 times what Pool() itself costs (including the modules it loads on first use)
+# for every implementation alike, not the library's top-level import.
+import multitask
+
 WORKERS = 2
 
 POOL_KINDS = ["stdlib", "cf", "mpire", "loky", "pebble", "multitask"]
@@ -206,8 +211,6 @@ class MultitaskPool(PoolAdapter):
     method: str | None = None
 
     def __init__(self) -> None:
-        import multitask
-
         if self.method is None:
             self.pool = multitask.Pool(WORKERS)
         else:

@@ -53,7 +53,6 @@ import signal
 import struct
 import sys
 import time
-import traceback
 from typing import Any
 
 from .._core import _serialize
@@ -82,6 +81,8 @@ def error_info(exc: BaseException, what: str | None = None) -> bytes:
     cannot unpickle it (its class is unknown there, its ``__reduce__`` raises...) still gets the
     type name, message and worker traceback: the outer layer holds only strings and bytes.
     """
+    import traceback   # imported by the zygote already (workers inherit it); lazy in the parent
+
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     tname = f"{type(exc).__module__}.{type(exc).__qualname__}"
     text = what or str(exc)
@@ -204,6 +205,8 @@ def zygote_main(cmd: Any, report: Any, alive: Any, outbound: Any, slots: Any,
                 initializer: Any, initargs: tuple, nice: int | None, cpu_affinity: Any,
                 parent_pid: int) -> None:
     """Fork, reap and report workers until told to exit or the parent dies."""
+    import traceback  # noqa: F401 -- once here, so no worker pays for it at its first error
+
     from .._core import _spawn
 
     # Ctrl-C goes to the whole foreground process group; only the parent should see it

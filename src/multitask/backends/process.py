@@ -43,7 +43,7 @@ import signal
 import struct
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._core import _serialize
 from .._core._errors import (
@@ -57,9 +57,11 @@ from .._core._errors import (
 )
 from .._core._ring import Ring
 from ..pool._jobs import Job, Redo, Task
-from ..pool._stats import TaskInfo, WorkerStatistics
 from . import Backend
 from ._slots import Slots
+if TYPE_CHECKING:
+    from ..pool._stats import WorkerStatistics
+
 from ._worker import (
     BATCH_HDR,
     FUNC_HDR,
@@ -719,6 +721,8 @@ class ProcessBackend(Backend):
 
     # -- introspection -----------------------------------------------------------------------
     def worker_statistics(self) -> tuple[WorkerStatistics, ...]:
+        from ..pool._stats import TaskInfo, WorkerStatistics
+
         now = time.monotonic()
         out = []
         with self._lock:

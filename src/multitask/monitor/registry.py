@@ -22,7 +22,9 @@ Nothing happens on the hot path but :func:`notify` (a flag test when a publish i
 pending).  One daemon thread per program, started by the first registration, waits for a
 notification, snapshots the registered pools (``pool.statistics()``), writes the file, and then
 rests :data:`MIN_INTERVAL` seconds (so it writes at most ~5 times a second however busy the pool
-is); while anything is registered it also rewrites every :data:`REFRESH_INTERVAL` seconds so the
+is; its first write waits :data:`FIRST_DELAY` seconds, so a pool that lives for a blink is never
+written and a program's start-up does not share the CPU with the publisher's imports); while
+anything is registered it also rewrites every :data:`REFRESH_INTERVAL` seconds so the
 running time of long tasks stays current and pools that were garbage-collected disappear.  The
 file is removed when the last registration goes away and at interpreter exit.  A forked child
 starts with an empty registry and no thread.  ``MULTITASK_REGISTRY=0`` turns publishing off.
@@ -54,6 +56,7 @@ from ..pool._stats import PoolStatistics
 __all__ = [
     "FORMAT",
     "MAX_ENTRY_BYTES",
+    "FIRST_DELAY",
     "MIN_INTERVAL",
     "REFRESH_INTERVAL",
     "ProcessRecord",
@@ -78,6 +81,10 @@ MAX_STRING = 4096
 MIN_INTERVAL = 0.2
 #: Seconds between rewrites while something is registered (keeps task durations current).
 REFRESH_INTERVAL = 1.0
+#: Seconds from the first registration to the first write.  Starting a pool must not compete
+#: with the publisher (psutil and json imports, a statistics() snapshot under the pool's lock):
+#: on a 2-core machine that contention doubled the time to a new pool's first result.
+FIRST_DELAY = 0.25
 
 
 class RegistryWarning(UserWarning):
@@ -399,6 +406,7 @@ class Registry:
         self._lock = threading.Lock()        # guards the registration tables only
         self._write_lock = threading.Lock()  # orders the final rename against removal at exit
         self._event = threading.Event()
+        self._halt = threading.Event()       # set by close()/exit: cuts the rate-limit rest short
         # True means "a publish is already pending or nobody is listening": notify() is a no-op.
         self._pending = True
         self._pools: dict[int, weakref.ReferenceType[Any]] = {}
@@ -478,7 +486,7 @@ class Registry:
         self._wake()
 
     def _run(self) -> None:
-        last = 0.0
+        last = time.monotonic() + FIRST_DELAY - MIN_INTERVAL   # the rate limit delays the 1st write
         while True:
             with self._lock:
                 busy = bool(self._pools or self._procs)
@@ -490,7 +498,7 @@ class Registry:
             # Rate limit: at most one write per MIN_INTERVAL; notifications meanwhile coalesce.
             delay = last + MIN_INTERVAL - time.monotonic()
             if delay > 0:
-                time.sleep(delay)
+                self._halt.wait(delay)
             if self._stop:
                 return
             last = time.monotonic()
@@ -611,6 +619,7 @@ class Registry:
         Registrations are forgotten.  Used at exit and by tests."""
         self._stop = True
         self._event.set()
+        self._halt.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(2.0)
@@ -622,6 +631,7 @@ class Registry:
     def _atexit(self) -> None:
         self._stop = True
         self._event.set()
+        self._halt.set()
         self._remove_file()
 
     def _remove_file(self) -> None:

@@ -23,9 +23,13 @@ call hang, which is the stdlib's oldest Pool bug (gh-66587).  ``map`` cuts its i
 (a chunk is one task) with guided self-scheduling; see ``_jobs``.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ._pool import Pool
 from ._results import ApplyResult, AsyncResult, IMapIterator, MapResult
-from ._stats import PoolStatistics, TaskInfo, WorkerStatistics
+
+if TYPE_CHECKING:
+    from ._stats import PoolStatistics, TaskInfo, WorkerStatistics
 
 __all__ = [
     "ApplyResult",
@@ -37,3 +41,13 @@ __all__ = [
     "TaskInfo",
     "WorkerStatistics",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The statistics dataclasses are imported when first named: dataclasses costs ~10 ms of
+    # every program's first Pool() otherwise.
+    if name in ("PoolStatistics", "TaskInfo", "WorkerStatistics"):
+        from . import _stats
+
+        return getattr(_stats, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

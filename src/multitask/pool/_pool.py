@@ -9,7 +9,6 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from .._core._errors import ClosedError
@@ -26,10 +25,11 @@ from ._jobs import (
 )
 from ._progress import ProgressBar, check_progress
 from ._results import AsyncResult, IMapIterator, MapResult, logger
-from ._stats import PoolStatistics
 
 if TYPE_CHECKING:
     import concurrent.futures
+
+    from ._stats import PoolStatistics
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -312,6 +312,8 @@ class Pool:
 
         Counters are in *items*: a map over 1000 inputs counts 1000.
         """
+        from ._stats import PoolStatistics   # dataclasses: imported when first asked for
+
         workers = self._backend.worker_statistics()
         running = sum(w.current_task.items for w in workers if w.current_task is not None)
         with self._counts_lock:
@@ -329,6 +331,8 @@ class Pool:
         With ``path``, writes a self-contained HTML chart there (a Gantt row per worker,
         utilisation, queue wait) and returns the path; without, returns the records.
         """
+        from pathlib import Path
+
         from ..monitor.timeline import TaskRecord, render_timeline
 
         records = [TaskRecord(r[0], r[1], r[2], _qualname(r[3]), *r[4:])

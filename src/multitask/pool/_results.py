@@ -14,10 +14,8 @@ terminated (whichever comes first; it is logged once).  The stdlib drops such er
 from __future__ import annotations
 
 import collections
-import logging
 import threading
 import time
-import traceback
 from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -28,7 +26,19 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-logger = logging.getLogger("multitask")
+
+
+class _Logger:
+    """The ``"multitask"`` logger, looked up on first use: importing :mod:`logging` (and
+    :mod:`traceback`) costs ~8 ms that a pool which never logs should not pay at start-up."""
+
+    def __getattr__(self, name: str) -> Any:
+        import logging
+
+        return getattr(logging.getLogger("multitask"), name)
+
+
+logger: Any = _Logger()
 
 _PENDING = object()
 
@@ -45,6 +55,8 @@ def _check_timeout(timeout: float | None) -> float | None:
 
 def format_remote(exc: BaseException) -> str:
     """The text we log for an unretrieved failure: the exception plus the worker's traceback."""
+    import traceback
+
     return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
 
 
