@@ -111,14 +111,9 @@ _POPEN: dict[str, type] = {
 
 def _registry_call(what: str, proc: Any) -> None:
     """Publish/unpublish a child for ``multitask ps``; observability never breaks a program."""
-    try:
-        from .monitor import registry
+    from .monitor import _hook  # queues until the registry is loaded; never raises
 
-        getattr(registry, what)(proc)
-    except Exception as exc:
-        import logging
-
-        logging.getLogger("multitask").debug("registry %s failed for %r: %s", what, proc, exc)
+    getattr(_hook, what)(proc)
 
 
 def _public_class_name(cls: type) -> str:

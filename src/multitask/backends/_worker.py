@@ -81,7 +81,7 @@ def error_info(exc: BaseException, what: str | None = None) -> bytes:
     cannot unpickle it (its class is unknown there, its ``__reduce__`` raises...) still gets the
     type name, message and worker traceback: the outer layer holds only strings and bytes.
     """
-    import traceback   # imported by the zygote already (workers inherit it); lazy in the parent
+    import traceback  # imported by the zygote already (workers inherit it); lazy in the parent
 
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     tname = f"{type(exc).__module__}.{type(exc).__qualname__}"

@@ -59,6 +59,7 @@ from .._core._ring import Ring
 from ..pool._jobs import Job, Redo, Task
 from . import Backend
 from ._slots import Slots
+
 if TYPE_CHECKING:
     from ..pool._stats import WorkerStatistics
 
@@ -745,18 +746,13 @@ class ProcessBackend(Backend):
 
 
 def _publish_zygote(what: str, zygote: Any) -> None:
-    """Label the zygote in ``multitask ps`` (workers' parent); best effort, never raises."""
-    try:
-        from ..monitor import registry
+    """Label the zygote in ``multitask ps`` (workers' parent); never raises."""
+    from ..monitor import _hook
 
-        if what == "register_process":
-            registry.register_process(zygote, role="zygote", name="multitask-zygote")
-        else:
-            registry.unregister(zygote)
-    except Exception as exc:
-        import logging
-
-        logging.getLogger("multitask").debug("registry %s of the zygote failed: %s", what, exc)
+    if what == "register_process":
+        _hook.register_process(zygote, role="zygote", name="multitask-zygote")
+    else:
+        _hook.unregister(zygote)
 
 
 def _fork_is_safe() -> bool:

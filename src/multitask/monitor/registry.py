@@ -18,13 +18,13 @@ wrong shape, and silently deletes entries of programs that are no longer running
 
 Cost to the program
 -------------------
-Nothing happens on the hot path but :func:`notify` (a flag test when a publish is already
+Pools and processes register through :mod:`._hook`, which loads this module a moment after a
+program's first registration (start-up stays as fast as the stdlib's).  Nothing happens on the
+hot path but :func:`notify` (a flag test when a publish is already
 pending).  One daemon thread per program, started by the first registration, waits for a
 notification, snapshots the registered pools (``pool.statistics()``), writes the file, and then
 rests :data:`MIN_INTERVAL` seconds (so it writes at most ~5 times a second however busy the pool
-is; its first write waits :data:`FIRST_DELAY` seconds, so a pool that lives for a blink is never
-written and a program's start-up does not share the CPU with the publisher's imports); while
-anything is registered it also rewrites every :data:`REFRESH_INTERVAL` seconds so the
+is); while anything is registered it also rewrites every :data:`REFRESH_INTERVAL` seconds so the
 running time of long tasks stays current and pools that were garbage-collected disappear.  The
 file is removed when the last registration goes away and at interpreter exit.  A forked child
 starts with an empty registry and no thread.  ``MULTITASK_REGISTRY=0`` turns publishing off.
@@ -56,7 +56,6 @@ from ..pool._stats import PoolStatistics
 __all__ = [
     "FORMAT",
     "MAX_ENTRY_BYTES",
-    "FIRST_DELAY",
     "MIN_INTERVAL",
     "REFRESH_INTERVAL",
     "ProcessRecord",
@@ -81,10 +80,6 @@ MAX_STRING = 4096
 MIN_INTERVAL = 0.2
 #: Seconds between rewrites while something is registered (keeps task durations current).
 REFRESH_INTERVAL = 1.0
-#: Seconds from the first registration to the first write.  Starting a pool must not compete
-#: with the publisher (psutil and json imports, a statistics() snapshot under the pool's lock):
-#: on a 2-core machine that contention doubled the time to a new pool's first result.
-FIRST_DELAY = 0.25
 
 
 class RegistryWarning(UserWarning):
@@ -486,7 +481,7 @@ class Registry:
         self._wake()
 
     def _run(self) -> None:
-        last = time.monotonic() + FIRST_DELAY - MIN_INTERVAL   # the rate limit delays the 1st write
+        last = 0.0
         while True:
             with self._lock:
                 busy = bool(self._pools or self._procs)

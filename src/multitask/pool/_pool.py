@@ -24,7 +24,7 @@ from ._jobs import (
     materialize,
 )
 from ._progress import ProgressBar, check_progress
-from ._results import AsyncResult, IMapIterator, MapResult, logger
+from ._results import AsyncResult, IMapIterator, MapResult
 
 if TYPE_CHECKING:
     import concurrent.futures
@@ -312,7 +312,7 @@ class Pool:
 
         Counters are in *items*: a map over 1000 inputs counts 1000.
         """
-        from ._stats import PoolStatistics   # dataclasses: imported when first asked for
+        from ._stats import PoolStatistics  # dataclasses: imported when first asked for
 
         workers = self._backend.worker_statistics()
         running = sum(w.current_task.items for w in workers if w.current_task is not None)
@@ -443,30 +443,18 @@ def _describe(func: Any) -> str:
 
 
 def _registry_notifier() -> Callable[[], None]:
-    try:
-        from ..monitor import registry
-    except ImportError:  # the monitor is optional at import time; publishing is best-effort
-        return lambda: None
-    notify: Callable[[], None] = registry.notify
-    return notify
+    from ..monitor import _hook
+
+    return _hook.notify
 
 
 def _registry_unregister(pool: Pool) -> None:
-    try:
-        from ..monitor import registry
-    except ImportError:
-        return
-    registry.unregister(pool)
+    from ..monitor import _hook
+
+    _hook.unregister(pool)
 
 
 def _registry_register(pool: Pool) -> None:
-    try:
-        from ..monitor import registry
-    except ImportError:
-        return
-    try:
-        registry.register_pool(pool)
-    except Exception as exc:  # observability must never break the computation
-        logger.warning("multitask: could not publish pool %s to the registry: %s",
-                       pool.name, exc)
+    from ..monitor import _hook  # never raises: observability must not break the computation
 
+    _hook.register_pool(pool)
