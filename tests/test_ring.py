@@ -456,3 +456,19 @@ def test_polling_get_still_honours_a_short_timeout(ring):
     t = time.monotonic()
     assert ring.get(timeout=0.01) is None   # ... but never past the caller's deadline
     assert time.monotonic() - t < 0.09
+
+
+def test_spin_budget_adapts_to_how_long_gets_wait(ring):
+    ring.spin_ns = 10**8
+    assert ring.spin_budget == 10**8
+    for _ in range(12):                      # long waits (timeouts): polling stops paying off
+        assert ring.get(timeout=0.001) is None
+    assert ring.spin_budget == 0
+    ring.put(b"here")
+    assert ring.get(timeout=0) == b"here"    # no wait at all: nothing learnt
+    assert ring.spin_budget == 0
+    timer = threading.Timer(0.05, ring.put, (b"soon",))
+    timer.start()
+    assert ring.get(timeout=10) == b"soon"   # a wait polling would have covered: poll again
+    timer.join()
+    assert ring.spin_budget == 10**8

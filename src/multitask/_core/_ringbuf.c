@@ -117,6 +117,7 @@ typedef struct {
     int closing;
     int busy;            /* calls of this object currently running (threads) */
     int64_t spin_ns;     /* a get on an empty ring polls this long before sleeping (0 = never) */
+    int64_t spin_budget; /* what the next get polls: spin_ns, cut while polling keeps failing */
     PyObject *weakreflist;
     PyObject *dict;
 } RingObject;
@@ -302,13 +303,18 @@ static int rb_wait(RingObject *self, uint32_t *seq, uint32_t *waiters, int64_t d
  * virtual machine); a consumer that expects an answer soon (a pool worker between tasks, a
  * caller waiting for its result) gets it in about a microsecond instead.  The poll yields the
  * CPU on every round, so a spinning consumer never keeps a runnable process off its core.
+ *
+ * The budget adapts (spin_adapt): a consumer whose waits are long (a parent collecting results
+ * of 1 ms tasks, a worker fed in bursts) stops polling after a few misses, because every miss
+ * is CPU taken from the processes doing the work on a small machine; one wait short enough to
+ * have been caught by polling restores the full budget.
  * Called with the mutex held; returns with it held (0) or with an exception set, unlocked (-1).
  */
 static int rb_spin(RingObject *self, int64_t deadline)
 {
     rb_header *h = self->hdr;
     uint64_t seen = __atomic_load_n(&h->nwritten, __ATOMIC_ACQUIRE);
-    int64_t until = now_ns() + self->spin_ns;
+    int64_t until = now_ns() + self->spin_budget;
     if (deadline >= 0 && deadline < until)
         until = deadline;
     rb_unlock(self);
@@ -325,6 +331,19 @@ static int rb_spin(RingObject *self, int64_t deadline)
     if (PyErr_CheckSignals() < 0)
         return -1;
     return rb_lock(self);
+}
+
+/* After a get that had to wait `waited` ns: keep polling next time if polling (nearly) would
+ * have caught the message, else poll a quarter as long (to nothing after a few long waits).
+ * "Nearly": a wait that ended in a futex wake-up includes the wake-up's own latency (tens of
+ * us on a loaded VM), and a consumer that stops polling makes its producer's answers slower,
+ * hence its own waits longer -- a strict test would lock itself out of polling. */
+static inline void spin_adapt(RingObject *self, int64_t waited)
+{
+    if (waited <= 4 * self->spin_ns)
+        self->spin_budget = self->spin_ns;
+    else
+        self->spin_budget = self->spin_budget >= 8000 ? self->spin_budget / 4 : 0;
 }
 
 static void rb_copy_in(RingObject *self, uint64_t pos, const char *src, uint64_t n)
@@ -785,7 +804,8 @@ static PyObject *get_many_impl(RingObject *self, Py_ssize_t max, PyObject *timeo
     rb_header *h = self->hdr;
     Py_ssize_t k;
     uint64_t left = 0;
-    int spun = self->spin_ns <= 0;
+    int spun = 0;
+    int64_t wait_start = -1;
     if (rb_lock(self) < 0)
         goto fail;
     for (;;) {
@@ -796,11 +816,15 @@ static PyObject *get_many_impl(RingObject *self, Py_ssize_t max, PyObject *timeo
         }
         if (k > 0 || nonblock)
             break;
-        if (!spun) {
+        if (wait_start < 0)
+            wait_start = now_ns();
+        if (!spun && self->spin_ns > 0) {
             spun = 1;
-            if (rb_spin(self, deadline) < 0)
-                goto fail;
-            continue;
+            if (self->spin_budget > 0) {
+                if (rb_spin(self, deadline) < 0)
+                    goto fail;
+                continue;
+            }
         }
         int w = rb_wait(self, &h->ne_seq, &h->ne_waiters, deadline);
         if (w < 0)
@@ -811,6 +835,8 @@ static PyObject *get_many_impl(RingObject *self, Py_ssize_t max, PyObject *timeo
     if (k > 0)
         left = h->nwritten - h->nread;
     rb_unlock(self);
+    if (wait_start >= 0 && self->spin_ns > 0)
+        spin_adapt(self, k > 0 ? now_ns() - wait_start : INT64_MAX);
     if (k > 0) {
         wake_if_waiting(&h->nf_seq, &h->nf_waiters);
         /* messages left behind: hand the wake-up on to another waiting consumer */
@@ -1048,6 +1074,11 @@ static PyObject *Ring_get_spin_ns(RingObject *self, void *closure)
     return PyLong_FromLongLong(self->spin_ns);
 }
 
+static PyObject *Ring_get_spin_budget(RingObject *self, void *closure)
+{
+    return PyLong_FromLongLong(self->spin_budget);
+}
+
 static int Ring_set_spin_ns(RingObject *self, PyObject *value, void *closure)
 {
     if (value == NULL || !PyLong_Check(value) || PyBool_Check(value)) {
@@ -1062,6 +1093,7 @@ static int Ring_set_spin_ns(RingObject *self, PyObject *value, void *closure)
         return -1;
     }
     self->spin_ns = v;
+    self->spin_budget = v;
     return 0;
 }
 
@@ -1119,7 +1151,7 @@ static PyObject *Ring_map(RingObject *self, PyObject *args)
         PyErr_SetString(PyExc_RuntimeError, "ring already mapped");
         return NULL;
     }
-    self->spin_ns = DEFAULT_SPIN_NS;
+    self->spin_ns = self->spin_budget = DEFAULT_SPIN_NS;
     struct stat st;
     if (fstat(fd, &st) < 0)
         return PyErr_SetFromErrno(PyExc_OSError);
@@ -1345,6 +1377,8 @@ static PyGetSetDef Ring_getset[] = {
     {"token", (getter)Ring_token, NULL, "random id of this ring", NULL},
     {"spill_threshold", (getter)Ring_spill_threshold, NULL, "larger payloads are spilled", NULL},
     {"closed", (getter)Ring_closed, NULL, "True after close()", NULL},
+    {"spin_budget", (getter)Ring_get_spin_budget, NULL,
+     "what the next get() on an empty ring polls, in ns: spin_ns, cut after long waits", NULL},
     {"spin_ns", (getter)Ring_get_spin_ns, (setter)Ring_set_spin_ns,
      "nanoseconds a get() on an empty ring polls before it sleeps, in this process (0 = never)",
      NULL},
