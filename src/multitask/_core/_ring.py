@@ -491,6 +491,7 @@ def _after_fork_child() -> None:
     _live_lock = threading.RLock()
     for r in list(_live):
         try:
+            r._gate_reset()
             r._attach(-1)
         except Exception:
             pass

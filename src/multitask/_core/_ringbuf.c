@@ -67,6 +67,7 @@
 #define PUNCH_MIN_CAPACITY (16u << 20)
 
 enum { JOP_NONE = 0, JOP_PUT = 1, JOP_GET = 2 };
+enum { GATE_FREE = 0, GATE_FOLLOWER = 1, GATE_LEADER = 2 };
 
 typedef struct {
     int32_t pid;
@@ -118,6 +119,12 @@ typedef struct {
     int busy;            /* calls of this object currently running (threads) */
     int64_t spin_ns;     /* a get on an empty ring polls this long before sleeping (0 = never) */
     int64_t spin_budget; /* what the next get polls: spin_ns, cut while polling keeps failing */
+    /* the reader gate (process-local; see "leader/follower" below) */
+    pthread_mutex_t gate_mu;
+    int gate_ready;      /* gate_mu initialised */
+    int gate;            /* GATE_FREE, GATE_FOLLOWER or GATE_LEADER: who may take messages */
+    int fol_parked;      /* the follower sleeps on gate_word until the leader leaves */
+    uint32_t gate_word;  /* private futex word, bumped when a leader leaves */
     PyObject *weakreflist;
     PyObject *dict;
 } RingObject;
@@ -129,6 +136,16 @@ static PyObject *ClosedError = NULL;   /* set from Python: multitask._core._erro
 static inline long futex_wait(uint32_t *addr, uint32_t val, const struct timespec *rel)
 {
     return syscall(SYS_futex, addr, FUTEX_WAIT, val, rel, NULL, 0);
+}
+
+static inline long futex_wait_private(uint32_t *addr, uint32_t val)
+{
+    return syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
+}
+
+static inline void futex_wake_private(uint32_t *addr)
+{
+    syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
 }
 
 static inline void futex_wake_all(uint32_t *addr)
@@ -894,6 +911,148 @@ static PyObject *Ring_get_many(RingObject *self, PyObject *args, PyObject *kwds)
     return r;
 }
 
+
+/* ------------------------------------------------------------------ leader/follower gate
+ *
+ * Within one process, several threads may consume a ring whose messages must be handled one
+ * batch at a time and in ring order (a pool's result ring: a worker's results must be settled
+ * before the "worker died" message that follows them).  A background *follower* thread reads
+ * whenever nobody else does; a thread that waits for something only the ring can bring (a
+ * caller blocked in AsyncResult.get()) may take over as the *leader* and read the ring itself,
+ * so the answer does not have to be handed from the follower to it -- on a loaded virtual
+ * machine every such hand-off (futex wake-up, then the GIL) costs tens of microseconds.
+ *
+ * The gate says who may take messages: FREE, FOLLOWER (taking, or handling what it took, until
+ * _follow_done) or LEADER (between _lead_acquire and _lead_release).  A leader never waits for
+ * the gate: if the follower holds it, _lead_acquire fails and the caller waits the ordinary way
+ * for the follower to deliver.  The follower waits for the ring only while the gate is FREE;
+ * while a leader reads it sleeps on a private futex, woken when the leader leaves.  A wake-up a
+ * producer meant for a sleeping leader may reach the follower instead (both wait on ne_seq):
+ * the follower then passes it on before it parks.
+ */
+
+static PyObject *Ring_lead_acquire(RingObject *self, PyObject *unused)
+{
+    if (check_open(self) < 0)
+        return NULL;
+    int ok = 0;
+    pthread_mutex_lock(&self->gate_mu);
+    if (self->gate == GATE_FREE) {
+        self->gate = GATE_LEADER;
+        ok = 1;
+    }
+    pthread_mutex_unlock(&self->gate_mu);
+    return PyBool_FromLong(ok);
+}
+
+static void gate_release(RingObject *self, int who)
+{
+    int wake = 0;
+    pthread_mutex_lock(&self->gate_mu);
+    if (self->gate == who) {
+        self->gate = GATE_FREE;
+        if (self->fol_parked) {
+            __atomic_add_fetch(&self->gate_word, 1, __ATOMIC_SEQ_CST);
+            wake = 1;
+        }
+    }
+    pthread_mutex_unlock(&self->gate_mu);
+    if (wake)
+        futex_wake_private(&self->gate_word);
+}
+
+static PyObject *Ring_lead_release(RingObject *self, PyObject *unused)
+{
+    if (self->gate_ready)
+        gate_release(self, GATE_LEADER);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Ring_follow_done(RingObject *self, PyObject *unused)
+{
+    if (self->gate_ready)
+        gate_release(self, GATE_FOLLOWER);
+    Py_RETURN_NONE;
+}
+
+/* _follow_get(max_items): block until there are messages and no leader, take up to max_items,
+ * and return them holding the gate (call _follow_done after handling them).  Raises
+ * ClosedError when the ring object is closed. */
+static PyObject *Ring_follow_get(RingObject *self, PyObject *arg)
+{
+    Py_ssize_t max = PyLong_AsSsize_t(arg);
+    if (max == -1 && PyErr_Occurred())
+        return NULL;
+    if (max < 1) {
+        PyErr_SetString(PyExc_ValueError, "max_items must be >= 1");
+        return NULL;
+    }
+    if (enter(self) < 0)
+        return NULL;
+    rb_header *h = self->hdr;
+    PyObject *out = NULL;
+    PyObject *zero = PyLong_FromLong(0);
+    if (zero == NULL)
+        goto done;
+    for (;;) {
+        if (self->closing) {
+            PyErr_SetString(ClosedError ? ClosedError : PyExc_ValueError,
+                            "ring was closed while waiting");
+            goto done;
+        }
+        pthread_mutex_lock(&self->gate_mu);
+        if (self->gate == GATE_LEADER) {
+            uint32_t w = __atomic_load_n(&self->gate_word, __ATOMIC_SEQ_CST);
+            self->fol_parked = 1;
+            pthread_mutex_unlock(&self->gate_mu);
+            /* the producer's wake-up that woke us may have been meant for the leader */
+            wake_n_if_waiting(&h->ne_seq, &h->ne_waiters, 1);
+            Py_BEGIN_ALLOW_THREADS
+            futex_wait_private(&self->gate_word, w);
+            Py_END_ALLOW_THREADS
+            pthread_mutex_lock(&self->gate_mu);
+            self->fol_parked = 0;
+            pthread_mutex_unlock(&self->gate_mu);
+            continue;
+        }
+        self->gate = GATE_FOLLOWER;
+        pthread_mutex_unlock(&self->gate_mu);
+        out = get_many_impl(self, max, zero, 0);     /* take what is there, never wait */
+        if (out == NULL) {
+            gate_release(self, GATE_FOLLOWER);
+            goto done;
+        }
+        if (PyList_GET_SIZE(out) > 0)
+            break;                                   /* returned holding the gate */
+        Py_CLEAR(out);
+        gate_release(self, GATE_FOLLOWER);
+        /* nothing there: sleep until a producer commits (then look at the gate again) */
+        if (rb_lock(self) < 0)
+            goto done;
+        if (h->nwritten == h->nread) {
+            int w = rb_wait(self, &h->ne_seq, &h->ne_waiters, -1);
+            if (w < 0)
+                goto done;
+        }
+        rb_unlock(self);
+    }
+done:
+    Py_XDECREF(zero);
+    leave(self);
+    return out;
+}
+
+/* A fork child has no leader and no follower (only the forking thread exists there). */
+static PyObject *Ring_gate_reset(RingObject *self, PyObject *unused)
+{
+    if (self->gate_ready) {
+        pthread_mutex_init(&self->gate_mu, NULL);
+        self->gate = GATE_FREE;
+        self->fol_parked = 0;
+    }
+    Py_RETURN_NONE;
+}
+
 /* Remove every pending record without resolving spills: [(flags, bytes), ...].  Used by the last
  * closer to release what nobody will read. */
 static PyObject *Ring_drain_raw(RingObject *self, PyObject *unused)
@@ -1152,6 +1311,13 @@ static PyObject *Ring_map(RingObject *self, PyObject *args)
         return NULL;
     }
     self->spin_ns = self->spin_budget = DEFAULT_SPIN_NS;
+    if (!self->gate_ready) {
+        if (pthread_mutex_init(&self->gate_mu, NULL) != 0) {
+            PyErr_SetString(PyExc_OSError, "cannot initialise the reader gate");
+            return NULL;
+        }
+        self->gate_ready = 1;
+    }
     struct stat st;
     if (fstat(fd, &st) < 0)
         return PyErr_SetFromErrno(PyExc_OSError);
@@ -1307,6 +1473,8 @@ static PyObject *Ring_unmap(RingObject *self, PyObject *unused)
         futex_wake_all(&h->ne_seq);
         futex_wake_all(&h->nf_seq);
         futex_wake_all(&h->join_seq);
+        __atomic_add_fetch(&self->gate_word, 1, __ATOMIC_SEQ_CST);
+        futex_wake_private(&self->gate_word);
     } else {
         self->closing = 1;
         rb_do_unmap(self);
@@ -1357,6 +1525,11 @@ static PyMethodDef Ring_methods[] = {
     {"get_many", (PyCFunction)(void (*)(void))Ring_get_many, METH_VARARGS | METH_KEYWORDS,
      "get_many(max_items, timeout=None) -> list"},
     {"qsize", (PyCFunction)Ring_qsize, METH_NOARGS, "exact number of messages in the ring"},
+    {"_lead_acquire", (PyCFunction)Ring_lead_acquire, METH_NOARGS, NULL},
+    {"_lead_release", (PyCFunction)Ring_lead_release, METH_NOARGS, NULL},
+    {"_follow_get", (PyCFunction)Ring_follow_get, METH_O, NULL},
+    {"_follow_done", (PyCFunction)Ring_follow_done, METH_NOARGS, NULL},
+    {"_gate_reset", (PyCFunction)Ring_gate_reset, METH_NOARGS, NULL},
     {"_task_done", (PyCFunction)Ring_task_done, METH_NOARGS, NULL},
     {"_join_wait", (PyCFunction)Ring_join_wait, METH_VARARGS, NULL},
     {"_drain_raw", (PyCFunction)Ring_drain_raw, METH_NOARGS, NULL},

@@ -108,6 +108,19 @@ class Backend(abc.ABC):
     def workers_replaced(self) -> int:
         return self._replaced
 
+    def lead(self, until: Callable[[], bool], deadline: float | None) -> bool:
+        """Let the calling thread read results itself until ``until()`` is true or the
+        monotonic ``deadline`` passes.  Returns False at once if this backend (or this moment)
+        does not allow it -- the caller then waits on its result as usual.  The process backend
+        overrides it (leader/follower, see its module docstring)."""
+        return False
+
+    def kick(self) -> None:
+        """A result was completed outside the result-reading path: wake a thread that
+        :meth:`lead` has blocked reading results, so it re-checks what it waits for.  Backends
+        that never let callers lead have nobody to wake."""
+        return None
+
     def notify_pool(self) -> None:
         """Something observers care about changed (a worker started, died...): tell the pool's
         registry hook.  Cheap; never blocks."""

@@ -164,6 +164,9 @@ class Pool:
             nice=nice, cpu_affinity=affinity,
             options={**backend_options, "notify": self._notify})
         self._backend.start()
+        # Blocked callers read results themselves where the backend allows it (see lead()).
+        self._lead = self._backend.lead
+        self._kick = self._backend.kick
         # A pool dropped or left running at exit is terminated, never left with live workers.
         self._finalizer = weakref.finalize(self, self._backend.terminate)
         _registry_register(self)

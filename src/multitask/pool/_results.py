@@ -109,10 +109,21 @@ class AsyncResult(Generic[T]):
         return self._success
 
     def wait(self, timeout: float | None = None) -> None:
-        """Block until ready or until ``timeout`` seconds passed (None: no limit)."""
+        """Block until ready or until ``timeout`` seconds passed (None: no limit).
+
+        While it waits, the calling thread may read and settle the pool's results itself
+        (the process backend's leader/follower scheme): that is what makes a round trip fast.
+        """
         timeout = _check_timeout(timeout)
         if self._value is not _PENDING:
             return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pool = self._pool_ref
+        if pool is not None and pool._lead(self.ready, deadline):
+            if self._value is not _PENDING:
+                return
+            if deadline is not None:
+                timeout = max(0.0, deadline - time.monotonic())
         got = self._latch.acquire(True, -1 if timeout is None else timeout)
         if got:
             self._latch.release()
@@ -184,6 +195,9 @@ class AsyncResult(Generic[T]):
         self._success = success
         self._value = value
         self._latch.release()
+        pool = self._pool_ref
+        if pool is not None:
+            pool._kick()   # a caller reading results for this one must look again
         waiters, self._waiters = self._waiters, None
         if waiters:
             for fn in waiters:
@@ -278,6 +292,7 @@ class IMapIterator(Iterator[T]):
         with self._cond:
             self._length = n
             self._cond.notify_all()
+        self._kick()
 
     def _deliver(self, start: int, ok: bool, values: Any, n: int) -> bool:
         with self._cond:
@@ -290,7 +305,17 @@ class IMapIterator(Iterator[T]):
             else:
                 self._ready.append((ok, values, n))
             self._cond.notify()
+        self._kick()
         return True
+
+    def _kick(self) -> None:
+        pool = self._pool_ref
+        if pool is not None:
+            pool._kick()
+
+    def _available(self) -> bool:
+        """Something for next() to return or raise (read without the lock: a hint)."""
+        return bool(self._ready) or (self._length is not None and self._yielded >= self._length)
 
     def __iter__(self) -> IMapIterator[T]:
         return self
@@ -303,8 +328,11 @@ class IMapIterator(Iterator[T]):
                     return next(self._current)
                 except StopIteration:
                     self._current = None
+            deadline = None if timeout is None else time.monotonic() + timeout
+            if not self._available() and self._pool_ref is not None:
+                # Read the pool's results in this thread while waiting (leader/follower).
+                self._pool_ref._lead(self._available, deadline)
             with self._cond:
-                deadline = None if timeout is None else time.monotonic() + timeout
                 while not self._ready:
                     if self._length is not None and self._yielded >= self._length:
                         raise StopIteration
