@@ -370,7 +370,8 @@ def test_statistics_shape(pool, backend):
     assert stats.queued == 0 and stats.running == 0
     assert sorted(w.index for w in stats.workers) == [0, 1]
     deadline = time.monotonic() + 10
-    while any(w.pid is None for w in pool.statistics().workers):
+    # every worker up: a pid (process/Ray) and past "starting" (a thread's pid is known at once)
+    while any(w.pid is None or w.state == "starting" for w in pool.statistics().workers):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     stats = pool.statistics()

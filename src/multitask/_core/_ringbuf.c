@@ -123,8 +123,11 @@ typedef struct {
     pthread_mutex_t gate_mu;
     int gate_ready;      /* gate_mu initialised */
     int gate;            /* GATE_FREE, GATE_FOLLOWER or GATE_LEADER: who may take messages */
-    int fol_parked;      /* the follower sleeps on gate_word until the leader leaves */
-    uint32_t gate_word;  /* private futex word, bumped when a leader leaves */
+    int fol_sleeping;    /* the follower sleeps on the ring's ne_seq ... */
+    int fol_counted;     /* ... counted in ne_waiters (only while nobody leads) */
+    int heir;            /* a caller waits for the follower to hand it the gate */
+    int handed;          /* ... and the follower did (the gate is GATE_LEADER on its behalf) */
+    uint32_t gate_word;  /* private futex word the heir sleeps on, bumped when it is handed */
     PyObject *weakreflist;
     PyObject *dict;
 } RingObject;
@@ -917,67 +920,193 @@ static PyObject *Ring_get_many(RingObject *self, PyObject *args, PyObject *kwds)
  * Within one process, several threads may consume a ring whose messages must be handled one
  * batch at a time and in ring order (a pool's result ring: a worker's results must be settled
  * before the "worker died" message that follows them).  A background *follower* thread reads
- * whenever nobody else does; a thread that waits for something only the ring can bring (a
- * caller blocked in AsyncResult.get()) may take over as the *leader* and read the ring itself,
- * so the answer does not have to be handed from the follower to it -- on a loaded virtual
- * machine every such hand-off (futex wake-up, then the GIL) costs tens of microseconds.
+ * whenever nobody else does; a thread waiting for something only the ring can bring (a caller
+ * blocked in AsyncResult.get() or IMapIterator.next()) becomes the *leader* and reads the ring
+ * itself, so the answer need not be handed from the follower to it -- on a loaded virtual
+ * machine every such hand-off (a futex wake-up, then the GIL) costs tens of microseconds.
  *
- * The gate says who may take messages: FREE, FOLLOWER (taking, or handling what it took, until
- * _follow_done) or LEADER (between _lead_acquire and _lead_release).  A leader never waits for
- * the gate: if the follower holds it, _lead_acquire fails and the caller waits the ordinary way
- * for the follower to deliver.  The follower waits for the ring only while the gate is FREE;
- * while a leader reads it sleeps on a private futex, woken when the leader leaves.  A wake-up a
- * producer meant for a sleeping leader may reach the follower instead (both wait on ne_seq):
- * the follower then passes it on before it parks.
+ * The gate says who may take messages: FREE, FOLLOWER (taking, or settling what it took, until
+ * _follow_done) or LEADER (between _lead_acquire and _lead_release).  A caller that finds the
+ * follower in the middle of a batch becomes the *heir*: the follower hands the gate to it
+ * when the batch is done instead of reading on.  A caller that finds another leader (or heir)
+ * does not wait for the gate: it waits for its result, which that reader delivers.
+ *
+ * While nobody leads, the follower sleeps on the ring's "not empty" futex and is counted in
+ * its waiters, so producers wake it.  While a caller leads (or waits to), the follower stays
+ * asleep there *uncounted*: producers do not wake it, and the leader's reads cost no wake-up
+ * anywhere.  _lead_release counts it again (and wakes it if messages are waiting), without a
+ * system call in the common case of an empty ring.  A wake-up a producer meant for a leader
+ * sleeping in get() may still reach the follower (both sleep on ne_seq): the follower passes
+ * it on.  Lock order: the ring's mutex, then gate_mu.
  */
 
-static PyObject *Ring_lead_acquire(RingObject *self, PyObject *unused)
+static inline void follower_count_locked(RingObject *self)
 {
-    if (check_open(self) < 0)
+    if (self->fol_sleeping && !self->fol_counted) {
+        __atomic_add_fetch(&self->hdr->ne_waiters, 1, __ATOMIC_SEQ_CST);
+        self->fol_counted = 1;
+    }
+}
+
+static inline void follower_uncount_locked(RingObject *self)
+{
+    if (self->fol_counted) {
+        __atomic_sub_fetch(&self->hdr->ne_waiters, 1, __ATOMIC_SEQ_CST);
+        self->fol_counted = 0;
+    }
+}
+
+/* The follower is done with the gate: hand it to a waiting heir, else free it.  Returns 1 if
+ * the heir must be woken (after gate_mu is released). */
+static int follower_release_locked(RingObject *self)
+{
+    if (self->gate != GATE_FOLLOWER)
+        return 0;
+    if (self->heir && !self->handed) {
+        self->gate = GATE_LEADER;
+        self->handed = 1;
+        __atomic_add_fetch(&self->gate_word, 1, __ATOMIC_SEQ_CST);
+        return 1;
+    }
+    self->gate = GATE_FREE;
+    return 0;
+}
+
+static void leader_release(RingObject *self)
+{
+    rb_header *h = self->hdr;
+    int wake = 0;
+    pthread_mutex_lock(&self->gate_mu);
+    if (self->gate == GATE_LEADER) {
+        self->gate = GATE_FREE;
+        follower_count_locked(self);
+        wake = self->fol_sleeping && h != NULL &&
+               __atomic_load_n(&h->nwritten, __ATOMIC_SEQ_CST) !=
+               __atomic_load_n(&h->nread, __ATOMIC_SEQ_CST);
+    }
+    pthread_mutex_unlock(&self->gate_mu);
+    if (wake)   /* messages left behind: the follower takes over now */
+        wake_n_if_waiting(&h->ne_seq, &h->ne_waiters, 1);
+}
+
+/* _lead_acquire(timeout=None) -> bool: take the gate as leader.  If the follower is settling a
+ * batch, wait (polling, then sleeping; at most `timeout` seconds) for it to hand the gate over.
+ * False at once if another thread leads or waits to. */
+static PyObject *Ring_lead_acquire(RingObject *self, PyObject *args)
+{
+    PyObject *timeout = Py_None;
+    if (!PyArg_ParseTuple(args, "|O:_lead_acquire", &timeout))
         return NULL;
-    int ok = 0;
+    int nonblock;
+    int64_t deadline = parse_deadline(timeout, &nonblock);
+    if (deadline == -2)
+        return NULL;
+    if (enter(self) < 0)
+        return NULL;
+    PyObject *res = NULL;
     pthread_mutex_lock(&self->gate_mu);
     if (self->gate == GATE_FREE) {
         self->gate = GATE_LEADER;
-        ok = 1;
+        follower_uncount_locked(self);
+        pthread_mutex_unlock(&self->gate_mu);
+        res = Py_NewRef(Py_True);
+        goto done;
     }
+    if (self->gate == GATE_LEADER || self->heir || nonblock) {
+        pthread_mutex_unlock(&self->gate_mu);
+        res = Py_NewRef(Py_False);
+        goto done;
+    }
+    self->heir = 1;
     pthread_mutex_unlock(&self->gate_mu);
-    return PyBool_FromLong(ok);
-}
-
-static void gate_release(RingObject *self, int who)
-{
-    int wake = 0;
-    pthread_mutex_lock(&self->gate_mu);
-    if (self->gate == who) {
-        self->gate = GATE_FREE;
-        if (self->fol_parked) {
-            __atomic_add_fetch(&self->gate_word, 1, __ATOMIC_SEQ_CST);
-            wake = 1;
+    int64_t spin_until = self->spin_ns > 0 ? now_ns() + self->spin_budget : 0;
+    for (;;) {
+        int got = 0, gave_up = 0, interrupted = 0;
+        uint32_t w = __atomic_load_n(&self->gate_word, __ATOMIC_SEQ_CST);
+        Py_BEGIN_ALLOW_THREADS
+        /* poll first: the follower's batch is usually short */
+        for (unsigned i = 0; !__atomic_load_n(&self->handed, __ATOMIC_SEQ_CST); i++) {
+            if (self->closing || ((i & 15) == 15 && now_ns() >= spin_until))
+                break;
+            sched_yield();
+        }
+        if (!__atomic_load_n(&self->handed, __ATOMIC_SEQ_CST) && !self->closing) {
+            struct timespec ts, *pts = NULL;
+            if (deadline >= 0) {
+                int64_t rem = deadline - now_ns();
+                if (rem < 0)
+                    rem = 0;
+                ts.tv_sec = rem / 1000000000LL;
+                ts.tv_nsec = rem % 1000000000LL;
+                pts = &ts;
+            }
+            if (syscall(SYS_futex, &self->gate_word, FUTEX_WAIT_PRIVATE, w, pts, NULL, 0) == -1
+                && errno == EINTR)
+                interrupted = 1;
+        }
+        pthread_mutex_lock(&self->gate_mu);
+        if (self->handed) {
+            self->handed = 0;
+            self->heir = 0;
+            follower_uncount_locked(self);
+            got = 1;
+        } else if (self->closing || (deadline >= 0 && now_ns() >= deadline)) {
+            self->heir = 0;
+            gave_up = 1;
+        }
+        pthread_mutex_unlock(&self->gate_mu);
+        Py_END_ALLOW_THREADS
+        if (got) {
+            res = Py_NewRef(Py_True);
+            break;
+        }
+        if (gave_up) {
+            if (self->closing)
+                PyErr_SetString(ClosedError ? ClosedError : PyExc_ValueError,
+                                "ring was closed while waiting");
+            else
+                res = Py_NewRef(Py_False);
+            break;
+        }
+        if (interrupted && PyErr_CheckSignals() < 0) {
+            /* Ctrl-C while waiting to lead: withdraw (or give back what we were just handed) */
+            pthread_mutex_lock(&self->gate_mu);
+            int handed = self->handed;
+            self->handed = 0;
+            self->heir = 0;
+            pthread_mutex_unlock(&self->gate_mu);
+            if (handed)
+                leader_release(self);
+            break;
         }
     }
-    pthread_mutex_unlock(&self->gate_mu);
-    if (wake)
-        futex_wake_private(&self->gate_word);
+done:
+    leave(self);
+    return res;
 }
 
 static PyObject *Ring_lead_release(RingObject *self, PyObject *unused)
 {
-    if (self->gate_ready)
-        gate_release(self, GATE_LEADER);
+    if (self->gate_ready && self->hdr != NULL)
+        leader_release(self);
     Py_RETURN_NONE;
 }
 
 static PyObject *Ring_follow_done(RingObject *self, PyObject *unused)
 {
-    if (self->gate_ready)
-        gate_release(self, GATE_FOLLOWER);
+    if (self->gate_ready) {
+        pthread_mutex_lock(&self->gate_mu);
+        int wake = follower_release_locked(self);
+        pthread_mutex_unlock(&self->gate_mu);
+        if (wake)
+            futex_wake_private(&self->gate_word);
+    }
     Py_RETURN_NONE;
 }
 
-/* _follow_get(max_items): block until there are messages and no leader, take up to max_items,
- * and return them holding the gate (call _follow_done after handling them).  Raises
- * ClosedError when the ring object is closed. */
+/* _follow_get(max_items): block until there are messages and nobody leads or waits to, take up
+ * to max_items, and return them holding the gate (call _follow_done after settling them).
+ * Raises ClosedError when this ring object is closed. */
 static PyObject *Ring_follow_get(RingObject *self, PyObject *arg)
 {
     Py_ssize_t max = PyLong_AsSsize_t(arg);
@@ -1000,41 +1129,59 @@ static PyObject *Ring_follow_get(RingObject *self, PyObject *arg)
                             "ring was closed while waiting");
             goto done;
         }
+        uint32_t v;
+        int wake_heir = 0, sleep = 1;
         pthread_mutex_lock(&self->gate_mu);
-        if (self->gate == GATE_LEADER) {
-            uint32_t w = __atomic_load_n(&self->gate_word, __ATOMIC_SEQ_CST);
-            self->fol_parked = 1;
+        if (self->gate == GATE_FREE && !self->heir) {
+            self->gate = GATE_FOLLOWER;
             pthread_mutex_unlock(&self->gate_mu);
-            /* the producer's wake-up that woke us may have been meant for the leader */
-            wake_n_if_waiting(&h->ne_seq, &h->ne_waiters, 1);
-            Py_BEGIN_ALLOW_THREADS
-            futex_wait_private(&self->gate_word, w);
-            Py_END_ALLOW_THREADS
-            pthread_mutex_lock(&self->gate_mu);
-            self->fol_parked = 0;
-            pthread_mutex_unlock(&self->gate_mu);
-            continue;
-        }
-        self->gate = GATE_FOLLOWER;
-        pthread_mutex_unlock(&self->gate_mu);
-        out = get_many_impl(self, max, zero, 0);     /* take what is there, never wait */
-        if (out == NULL) {
-            gate_release(self, GATE_FOLLOWER);
-            goto done;
-        }
-        if (PyList_GET_SIZE(out) > 0)
-            break;                                   /* returned holding the gate */
-        Py_CLEAR(out);
-        gate_release(self, GATE_FOLLOWER);
-        /* nothing there: sleep until a producer commits (then look at the gate again) */
-        if (rb_lock(self) < 0)
-            goto done;
-        if (h->nwritten == h->nread) {
-            int w = rb_wait(self, &h->ne_seq, &h->ne_waiters, -1);
-            if (w < 0)
+            out = get_many_impl(self, max, zero, 0);      /* take what is there, never wait */
+            if (out != NULL && PyList_GET_SIZE(out) > 0)
+                break;                                    /* returned holding the gate */
+            Py_CLEAR(out);
+            /* nothing there (or an error): give the gate back, then sleep counted -- under
+             * the ring's mutex, so no commit can slip between the check and the count */
+            if (PyErr_Occurred() || rb_lock(self) < 0) {
+                pthread_mutex_lock(&self->gate_mu);
+                wake_heir = follower_release_locked(self);
+                pthread_mutex_unlock(&self->gate_mu);
+                if (wake_heir)
+                    futex_wake_private(&self->gate_word);
                 goto done;
+            }
+            pthread_mutex_lock(&self->gate_mu);
+            wake_heir = follower_release_locked(self);
+            self->fol_sleeping = 1;
+            if (self->gate == GATE_FREE)
+                follower_count_locked(self);
+            v = __atomic_load_n(&h->ne_seq, __ATOMIC_SEQ_CST);
+            sleep = h->nwritten == h->nread;
+            pthread_mutex_unlock(&self->gate_mu);
+            rb_unlock(self);
+            if (wake_heir)
+                futex_wake_private(&self->gate_word);
+        } else {
+            /* a leader reads (or a caller waits to): sleep uncounted until it is done.  The
+             * producer's wake-up that woke us may have been meant for a leader asleep in get():
+             * pass it on first, then read the futex word (reading it before would make our own
+             * pass-on wake us again, in a loop, until the leader has run). */
+            self->fol_sleeping = 1;
+            pthread_mutex_unlock(&self->gate_mu);
+            wake_n_if_waiting(&h->ne_seq, &h->ne_waiters, 1);
+            v = __atomic_load_n(&h->ne_seq, __ATOMIC_SEQ_CST);
+            pthread_mutex_lock(&self->gate_mu);
+            sleep = self->gate != GATE_FREE || self->heir;   /* still led: else look again */
+            pthread_mutex_unlock(&self->gate_mu);
         }
-        rb_unlock(self);
+        if (sleep) {
+            Py_BEGIN_ALLOW_THREADS
+            futex_wait(&h->ne_seq, v, NULL);
+            Py_END_ALLOW_THREADS
+        }
+        pthread_mutex_lock(&self->gate_mu);
+        follower_uncount_locked(self);
+        self->fol_sleeping = 0;
+        pthread_mutex_unlock(&self->gate_mu);
     }
 done:
     Py_XDECREF(zero);
@@ -1048,7 +1195,7 @@ static PyObject *Ring_gate_reset(RingObject *self, PyObject *unused)
     if (self->gate_ready) {
         pthread_mutex_init(&self->gate_mu, NULL);
         self->gate = GATE_FREE;
-        self->fol_parked = 0;
+        self->fol_sleeping = self->fol_counted = self->heir = self->handed = 0;
     }
     Py_RETURN_NONE;
 }
@@ -1474,7 +1621,7 @@ static PyObject *Ring_unmap(RingObject *self, PyObject *unused)
         futex_wake_all(&h->nf_seq);
         futex_wake_all(&h->join_seq);
         __atomic_add_fetch(&self->gate_word, 1, __ATOMIC_SEQ_CST);
-        futex_wake_private(&self->gate_word);
+        futex_wake_private(&self->gate_word);   /* an heir waiting in _lead_acquire */
     } else {
         self->closing = 1;
         rb_do_unmap(self);
@@ -1525,7 +1672,7 @@ static PyMethodDef Ring_methods[] = {
     {"get_many", (PyCFunction)(void (*)(void))Ring_get_many, METH_VARARGS | METH_KEYWORDS,
      "get_many(max_items, timeout=None) -> list"},
     {"qsize", (PyCFunction)Ring_qsize, METH_NOARGS, "exact number of messages in the ring"},
-    {"_lead_acquire", (PyCFunction)Ring_lead_acquire, METH_NOARGS, NULL},
+    {"_lead_acquire", (PyCFunction)Ring_lead_acquire, METH_VARARGS, NULL},
     {"_lead_release", (PyCFunction)Ring_lead_release, METH_NOARGS, NULL},
     {"_follow_get", (PyCFunction)Ring_follow_get, METH_O, NULL},
     {"_follow_done", (PyCFunction)Ring_follow_done, METH_NOARGS, NULL},

@@ -383,13 +383,16 @@ class ProcessBackend(Backend):
         no hand-off from the result thread -- a futex wake-up plus a GIL transfer, 20-100 us
         each on a loaded 2-core VM, and the bulk of a round trip.  It settles every message it
         takes, in ring order, exactly as the result thread would (other callers' results too),
-        and stops as soon as ``until()`` holds.  Returns False without waiting if another thread
-        is reading (the result thread, in the middle of a batch, or another leader): the caller
-        then waits on its result, which that reader delivers.
+        and stops as soon as ``until()`` holds.  If the result thread is in the middle of a
+        batch, waits for it to hand over (it does not read on while a caller waits to lead).
+        Returns False at once if another caller leads: the caller then waits on its result,
+        which that leader delivers.
         """
         ring = self._outbound
+        wait = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
-            if self._stopped or not ring._lead_acquire():
+            # If the result thread is settling a batch, it hands the gate over when done.
+            if self._stopped or not ring._lead_acquire(wait):
                 return False
         except ClosedError:
             return False
