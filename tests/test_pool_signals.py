@@ -173,3 +173,51 @@ def test_multitask_pool_is_the_public_pool(n):
     with multitask.Pool(n) as pool:
         assert pool.processes == n
         assert len(pool.statistics().workers) == n
+
+
+CAUGHT_PROGRAM = textwrap.dedent("""
+    import sys
+    import multitask as mp
+
+    def inc(x):
+        return x + 1
+
+    if __name__ == "__main__":
+        mp.set_start_method(sys.argv[1], force=True)
+        n = 300_000
+        with mp.Pool(2) as pool:
+            it = pool.imap_unordered(inc, range(n), chunksize=1)
+            count = total = 0
+            caught = False
+            # (a for loop, not x = next(it): Python itself may raise KeyboardInterrupt right
+            # after next() returns, before x is stored; a for loop checks only at its end)
+            while True:
+                try:
+                    for x in it:
+                        count += 1
+                        total += x
+                        if count == 1000:
+                            print("READY", flush=True)
+                    break
+                except KeyboardInterrupt:
+                    caught = True          # keep going: nothing may have been lost
+            print("DONE", caught, count, total == n * (n + 1) // 2, flush=True)
+""")
+
+
+def test_ctrl_c_caught_while_the_caller_reads_results_loses_nothing(tmp_path, start_method):
+    """The caller blocked in next() settles results itself (leader/follower); a Ctrl-C that
+    lands in the middle of a batch is raised after it, so no taken result is dropped."""
+    script = tmp_path / "caught.py"
+    script.write_text(CAUGHT_PROGRAM)
+    proc = subprocess.Popen([sys.executable, str(script), start_method], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_line(proc, "READY")
+        os.kill(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "DONE True 300000 True" in out, (out, err)

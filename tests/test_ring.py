@@ -472,3 +472,124 @@ def test_spin_budget_adapts_to_how_long_gets_wait(ring):
     assert ring.get(timeout=10) == b"soon"   # a wait polling would have covered: poll again
     timer.join()
     assert ring.spin_budget == 10**8
+
+
+# ---- the reader gate (leader/follower, used by the pool's result ring) -------------------------
+
+
+def _follower(ring, out, rounds):
+    """Run the follower side: take batches with _follow_get, record them, release."""
+    try:
+        for _ in range(rounds):
+            msgs = ring._follow_get(64)
+            try:
+                out.extend(msgs)
+            finally:
+                ring._follow_done()
+    except ClosedError:
+        out.append("closed")
+
+
+def test_gate_one_leader_at_a_time(ring):
+    assert ring._lead_acquire() is True
+    got = []
+    th = threading.Thread(target=lambda: got.append(ring._lead_acquire(0)))
+    th.start()
+    th.join(5)
+    assert got == [False]                    # another thread leads: no waiting, no second leader
+    ring._lead_release()
+    assert ring._lead_acquire(0) is True
+    ring._lead_release()
+
+
+def test_follower_takes_messages_only_while_nobody_leads(ring):
+    seen: list = []
+    th = threading.Thread(target=_follower, args=(ring, seen, 1), daemon=True)
+    th.start()
+    assert ring._lead_acquire(5) is True     # the follower is asleep (ring empty): gate free
+    ring.put(b"for-the-leader")
+    assert ring.get_many(8, timeout=5) == [b"for-the-leader"]
+    assert seen == []
+    ring.put(b"left-behind")                 # still leading: the follower must not take it
+    time.sleep(0.05)
+    assert seen == []
+    ring._lead_release()                     # messages waiting: the follower takes over
+    th.join(5)
+    assert seen == [b"left-behind"]
+
+
+def test_caller_waiting_to_lead_is_handed_the_gate_after_the_followers_batch(ring):
+    ring.put(b"a")
+    msgs = ring._follow_get(8)               # this thread is the follower, holding the gate
+    assert msgs == [b"a"]
+    got = []
+    release = threading.Event()
+
+    def heir():
+        got.append(ring._lead_acquire(10))
+        release.wait(10)
+        ring._lead_release()
+
+    th = threading.Thread(target=heir)
+    th.start()
+    time.sleep(0.05)
+    assert got == []                         # waits for the batch to be settled
+    ring._follow_done()                      # hands the gate over
+    deadline = time.monotonic() + 5
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert got == [True]
+    assert ring._lead_acquire(0) is False    # held by the heir now
+    ring._lead_release()                     # not ours: a no-op
+    assert ring._lead_acquire(0) is False
+    release.set()
+    th.join(5)
+    assert ring._lead_acquire(0) is True
+    ring._lead_release()
+
+
+def test_waiting_to_lead_times_out_while_the_follower_holds_the_gate(ring):
+    ring.put(b"x")
+    assert ring._follow_get(8) == [b"x"]
+    t = time.monotonic()
+    assert ring._lead_acquire(0.05) is False
+    assert 0.04 < time.monotonic() - t < 2
+    ring._follow_done()
+    assert ring._lead_acquire(0) is True     # the withdrawn heir left nothing behind
+    ring._lead_release()
+
+
+def test_close_wakes_a_sleeping_follower():
+    r = Ring(4096)
+    seen: list = []
+    th = threading.Thread(target=_follower, args=(r, seen, 5), daemon=True)
+    th.start()
+    time.sleep(0.05)
+    r.close()
+    th.join(5)
+    assert not th.is_alive() and seen == ["closed"]
+
+
+def test_producer_wake_meant_for_a_sleeping_leader_is_not_lost():
+    """The follower (uncounted) and a leader asleep in get() share the futex word: a producer in
+    another process wakes one of them; if it is the follower, it must pass the wake-up on."""
+    r = Ring(4096)
+    r.spin_ns = 0                            # make the leader really sleep
+    seen: list = []
+    th = threading.Thread(target=_follower, args=(r, seen, 1), daemon=True)
+    th.start()
+    try:
+        time.sleep(0.05)
+        assert r._lead_acquire(5) is True
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(0.1)
+            r.put(b"late")
+            os._exit(0)
+        assert r.get(timeout=10) == b"late"  # woken, whoever the kernel picked
+        os.waitpid(pid, 0)
+        assert seen == []
+        r._lead_release()
+    finally:
+        r.close()
+        th.join(5)

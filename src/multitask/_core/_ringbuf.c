@@ -128,11 +128,17 @@ typedef struct {
     int heir;            /* a caller waits for the follower to hand it the gate */
     int handed;          /* ... and the follower did (the gate is GATE_LEADER on its behalf) */
     uint32_t gate_word;  /* private futex word the heir sleeps on, bumped when it is handed */
+    unsigned long leader_tid;  /* thread that holds the gate as leader (0: none) */
     PyObject *weakreflist;
     PyObject *dict;
 } RingObject;
 
 static PyObject *ClosedError = NULL;   /* set from Python: multitask._core._errors.ClosedError */
+
+/* Holding back Ctrl-C while taken messages are settled (see _lead_get and _defer_note).
+ * Protected by the GIL. */
+static int defer_depth = 0;
+static int defer_caught = 0;
 
 /* ------------------------------------------------------------------ helpers */
 
@@ -810,7 +816,20 @@ static int resolve_spills(RingObject *self, PyObject *out, Py_ssize_t *spills, P
     return rc;
 }
 
+/* get_many_impl(..., defer): with defer, a call that takes messages also starts holding back
+ * Ctrl-C (defer_depth++) before anything else can run -- in particular before the spill hooks
+ * run Python code, where a KeyboardInterrupt would lose what was taken.  The caller ends it with
+ * _defer_exit() once the messages are settled. */
+static PyObject *get_many_impl_d(RingObject *self, Py_ssize_t max, PyObject *timeout, int single,
+                                 int defer);
+
 static PyObject *get_many_impl(RingObject *self, Py_ssize_t max, PyObject *timeout, int single)
+{
+    return get_many_impl_d(self, max, timeout, single, 0);
+}
+
+static PyObject *get_many_impl_d(RingObject *self, Py_ssize_t max, PyObject *timeout, int single,
+                                 int defer)
 {
     int nonblock;
     int64_t deadline = parse_deadline(timeout, &nonblock);
@@ -822,7 +841,7 @@ static PyObject *get_many_impl(RingObject *self, Py_ssize_t max, PyObject *timeo
         return NULL;
     Py_ssize_t *spills = NULL, nspills = 0;
     rb_header *h = self->hdr;
-    Py_ssize_t k;
+    Py_ssize_t k = 0;
     uint64_t left = 0;
     int spun = 0;
     int64_t wait_start = -1;
@@ -855,6 +874,8 @@ static PyObject *get_many_impl(RingObject *self, Py_ssize_t max, PyObject *timeo
     if (k > 0)
         left = h->nwritten - h->nread;
     rb_unlock(self);
+    if (k > 0 && defer)
+        defer_depth++;
     if (wait_start >= 0 && self->spin_ns > 0)
         spin_adapt(self, k > 0 ? now_ns() - wait_start : INT64_MAX);
     if (k > 0) {
@@ -878,6 +899,8 @@ static PyObject *get_many_impl(RingObject *self, Py_ssize_t max, PyObject *timeo
     }
     return out;
 fail:
+    if (k > 0 && defer)
+        defer_depth--;
     PyMem_Free(spills);
     Py_DECREF(out);
     return NULL;
@@ -964,6 +987,7 @@ static int follower_release_locked(RingObject *self)
         return 0;
     if (self->heir && !self->handed) {
         self->gate = GATE_LEADER;
+        self->leader_tid = 0;      /* the heir's, once it has woken and taken it */
         self->handed = 1;
         __atomic_add_fetch(&self->gate_word, 1, __ATOMIC_SEQ_CST);
         return 1;
@@ -972,13 +996,16 @@ static int follower_release_locked(RingObject *self)
     return 0;
 }
 
-static void leader_release(RingObject *self)
+/* Give the gate up if thread `tid` leads (a no-op otherwise: a release that follows a failed
+ * or interrupted acquire must not free another thread's gate). */
+static void leader_release(RingObject *self, unsigned long tid)
 {
     rb_header *h = self->hdr;
     int wake = 0;
     pthread_mutex_lock(&self->gate_mu);
-    if (self->gate == GATE_LEADER) {
+    if (self->gate == GATE_LEADER && self->leader_tid == tid && !self->handed) {
         self->gate = GATE_FREE;
+        self->leader_tid = 0;
         follower_count_locked(self);
         wake = self->fol_sleeping && h != NULL &&
                __atomic_load_n(&h->nwritten, __ATOMIC_SEQ_CST) !=
@@ -1007,6 +1034,7 @@ static PyObject *Ring_lead_acquire(RingObject *self, PyObject *args)
     pthread_mutex_lock(&self->gate_mu);
     if (self->gate == GATE_FREE) {
         self->gate = GATE_LEADER;
+        self->leader_tid = PyThread_get_thread_ident();
         follower_uncount_locked(self);
         pthread_mutex_unlock(&self->gate_mu);
         res = Py_NewRef(Py_True);
@@ -1019,6 +1047,7 @@ static PyObject *Ring_lead_acquire(RingObject *self, PyObject *args)
     }
     self->heir = 1;
     pthread_mutex_unlock(&self->gate_mu);
+    unsigned long me = PyThread_get_thread_ident();
     int64_t spin_until = self->spin_ns > 0 ? now_ns() + self->spin_budget : 0;
     for (;;) {
         int got = 0, gave_up = 0, interrupted = 0;
@@ -1048,6 +1077,7 @@ static PyObject *Ring_lead_acquire(RingObject *self, PyObject *args)
         if (self->handed) {
             self->handed = 0;
             self->heir = 0;
+            self->leader_tid = me;
             follower_uncount_locked(self);
             got = 1;
         } else if (self->closing || (deadline >= 0 && now_ns() >= deadline)) {
@@ -1074,9 +1104,11 @@ static PyObject *Ring_lead_acquire(RingObject *self, PyObject *args)
             int handed = self->handed;
             self->handed = 0;
             self->heir = 0;
+            if (handed)
+                self->leader_tid = me;
             pthread_mutex_unlock(&self->gate_mu);
             if (handed)
-                leader_release(self);
+                leader_release(self, me);
             break;
         }
     }
@@ -1085,10 +1117,11 @@ done:
     return res;
 }
 
+/* _lead_release(): give the gate up if the calling thread leads; otherwise do nothing. */
 static PyObject *Ring_lead_release(RingObject *self, PyObject *unused)
 {
     if (self->gate_ready && self->hdr != NULL)
-        leader_release(self);
+        leader_release(self, PyThread_get_thread_ident());
     Py_RETURN_NONE;
 }
 
@@ -1196,8 +1229,28 @@ static PyObject *Ring_gate_reset(RingObject *self, PyObject *unused)
         pthread_mutex_init(&self->gate_mu, NULL);
         self->gate = GATE_FREE;
         self->fol_sleeping = self->fol_counted = self->heir = self->handed = 0;
+        self->leader_tid = 0;
     }
     Py_RETURN_NONE;
+}
+
+/* _lead_get(max_items, timeout=None): get_many for a leader.  Interruptible while it waits; once
+ * it has taken messages, Ctrl-C is held back (module-level _defer_exit ends that). */
+static PyObject *Ring_lead_get(RingObject *self, PyObject *args)
+{
+    Py_ssize_t max;
+    PyObject *timeout = Py_None;
+    if (!PyArg_ParseTuple(args, "n|O:_lead_get", &max, &timeout))
+        return NULL;
+    if (max < 1) {
+        PyErr_SetString(PyExc_ValueError, "max_items must be >= 1");
+        return NULL;
+    }
+    if (enter(self) < 0)
+        return NULL;
+    PyObject *r = get_many_impl_d(self, max, timeout, 0, 1);
+    leave(self);
+    return r;
 }
 
 /* Remove every pending record without resolving spills: [(flags, bytes), ...].  Used by the last
@@ -1673,6 +1726,7 @@ static PyMethodDef Ring_methods[] = {
      "get_many(max_items, timeout=None) -> list"},
     {"qsize", (PyCFunction)Ring_qsize, METH_NOARGS, "exact number of messages in the ring"},
     {"_lead_acquire", (PyCFunction)Ring_lead_acquire, METH_VARARGS, NULL},
+    {"_lead_get", (PyCFunction)Ring_lead_get, METH_VARARGS, NULL},
     {"_lead_release", (PyCFunction)Ring_lead_release, METH_NOARGS, NULL},
     {"_follow_get", (PyCFunction)Ring_follow_get, METH_O, NULL},
     {"_follow_done", (PyCFunction)Ring_follow_done, METH_NOARGS, NULL},
@@ -1728,8 +1782,51 @@ static PyType_Spec Ring_spec = {
     .slots = Ring_slots,
 };
 
+/* Held-back Ctrl-C.  A region that must not be cut by KeyboardInterrupt (settling messages a
+ * leader took; popping an item off an iterator's queue) runs between _defer_enter() (or a
+ * _lead_get that took messages) and _defer_exit().  multitask's SIGINT handler asks
+ * _defer_note() first: True means "inside such a region: noted, do not raise now"; the
+ * outermost _defer_exit() then returns True and the caller raises KeyboardInterrupt. */
+static PyObject *mod_defer_enter(PyObject *mod, PyObject *unused)
+{
+    defer_depth++;
+    Py_RETURN_NONE;
+}
+
+static PyObject *mod_defer_exit(PyObject *mod, PyObject *unused)
+{
+    if (defer_depth > 0)
+        defer_depth--;
+    if (defer_depth == 0 && defer_caught) {
+        defer_caught = 0;
+        Py_RETURN_TRUE;
+    }
+    Py_RETURN_FALSE;
+}
+
+static PyObject *mod_defer_note(PyObject *mod, PyObject *unused)
+{
+    if (defer_depth > 0) {
+        defer_caught = 1;
+        Py_RETURN_TRUE;
+    }
+    Py_RETURN_FALSE;
+}
+
+/* A fork child starts outside any region (the forking thread may have been inside one). */
+static PyObject *mod_defer_reset(PyObject *mod, PyObject *unused)
+{
+    defer_depth = 0;
+    defer_caught = 0;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef mod_methods[] = {
     {"_set_closed_error", mod_set_closed_error, METH_O, NULL},
+    {"_defer_enter", mod_defer_enter, METH_NOARGS, NULL},
+    {"_defer_exit", mod_defer_exit, METH_NOARGS, NULL},
+    {"_defer_note", mod_defer_note, METH_NOARGS, NULL},
+    {"_defer_reset", mod_defer_reset, METH_NOARGS, NULL},
     {NULL}};
 
 static struct PyModuleDef moddef = {

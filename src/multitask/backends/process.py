@@ -2,8 +2,8 @@
 
 Data flow of one task (see also ``multitask.pool``'s docstring)::
 
-    caller thread                     worker process              parent's result thread
-    -------------                     --------------              ----------------------
+    caller thread                     worker process              reader of the result ring
+    -------------                     --------------              -------------------------
     apply_async(f, args)
       args serialized now (errors raise here)
       Job -> _pending; _dispatch():
@@ -11,25 +11,30 @@ Data flow of one task (see also ``multitask.pool``'s docstring)::
         [F msg once per worker], T msg --> worker's inbound ring
         task appended to worker.inflight       get_many() -> slot := task
                                                run f, serialize result
-                                               R msg --> result ring --> get_many()
+                                               R msg --> result ring --> _lead_get / _follow_get
                                                                            pop worker.inflight
                                                                            _dispatch() more
                                                                            job.task_done()
                                                                            -> AsyncResult._set
 
+The reader of the result ring is the caller itself while it is blocked in ``get()``/``next()``
+(the *leader*, see :meth:`ProcessBackend.lead`), else the *result thread* (the follower).  A
+reader gate in the ring object decides who may take messages, so they are settled one batch at
+a time, in ring order, by one thread; a caller's own result thus needs no thread hand-off.
+
 The parent always knows which worker holds which task (``worker.inflight``, in the order they
 were sent; results come back in that order).  When a worker dies, its zygote reports the exit;
 the watcher thread posts a ``D`` message into the result ring *after* everything the worker
-flushed, and the result thread settles its inflight tasks exactly: tasks whose result arrived are
+flushed, and the reader settles its inflight tasks exactly: tasks whose result arrived are
 done; the task in the worker's slot -- the one it was running -- fails with
 :class:`WorkerDiedError` (or :class:`TaskTimeoutError` if the watcher killed it for overrunning
 ``task_timeout``); tasks after it were never started and are given to another worker.  Then the
 slot gets a fresh worker from the zygote.
 
-Threads in the parent: the *result thread* (blocks in the result ring, settles tasks, dispatches)
-and the *watcher thread* (blocks in ``select`` on the zygote's reports, enforces timeouts).  The
-caller's thread dispatches directly, so a round trip costs two wake-ups, not the stdlib's four
-thread hand-offs.
+Threads in the parent: the *result thread* (follows: reads when no caller leads, settles tasks,
+dispatches) and the *watcher thread* (blocks in ``select`` on the zygote's reports, enforces
+timeouts).  Rings are polled briefly before a reader sleeps (``Ring.spin_ns``), so a round trip
+costs no futex wake-up when both sides are quick.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .._core import _serialize
+from .._core import _interrupts, _serialize
 from .._core._errors import (
     ClosedError,
     ProcessError,
@@ -390,50 +395,42 @@ class ProcessBackend(Backend):
         """
         ring = self._outbound
         wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+        # Everything from the acquire on is inside try: a Ctrl-C between a successful acquire
+        # and the try would leave the gate held forever (_lead_release is a no-op unless this
+        # thread leads).
         try:
             # If the result thread is settling a batch, it hands the gate over when done.
             if self._stopped or not ring._lead_acquire(wait):
                 return False
-        except ClosedError:
-            return False
-        self._leader = threading.get_ident()
-        try:
+            self._leader = threading.get_ident()
+            if self._leader == _MAIN_THREAD:
+                _interrupts.install()
             while not until():
                 timeout = None
                 if deadline is not None:
                     timeout = deadline - time.monotonic()
                     if timeout <= 0:
                         break
-                msgs = ring.get_many(256, timeout)
+                # Interruptible while it waits; once it has taken messages, a Ctrl-C is held
+                # back until they are all settled (see _core._interrupts).
+                msgs = ring._lead_get(256, timeout)
                 if not msgs:
                     break
-                if self._pump_leading(msgs):
+                try:
+                    end = self._pump(msgs)
+                finally:
+                    _interrupts.end()
+                if end:
                     # the result thread's end marker: leave it to the result thread
                     ring.put(b"E", None)
                     break
         except ClosedError:
             pass   # the pool shut down while we waited: the caller finds its result settled
         finally:
-            self._leader = None
+            if self._leader == threading.get_ident():
+                self._leader = None
             ring._lead_release()
         return True
-
-    def _pump_leading(self, msgs: list[Any]) -> bool:
-        """``_pump`` in a leader.  In the main thread, a Ctrl-C arriving mid-batch is held back
-        until the batch is settled (see ``_sigint``): a KeyboardInterrupt raised half-way would
-        lose results already taken out of the ring, and a later get() of them would hang."""
-        global _pumping
-        if threading.get_ident() != _MAIN_THREAD or not _sigint_ready():
-            return self._pump(msgs)
-        _pumping += 1
-        try:
-            return self._pump(msgs)
-        finally:
-            _pumping -= 1
-            if _deferred_sigint and not _pumping:
-                frame = _deferred_sigint.pop()
-                _deferred_sigint.clear()
-                signal.default_int_handler(signal.SIGINT, frame)   # raises KeyboardInterrupt
 
     def kick(self) -> None:
         leader = self._leader
@@ -829,47 +826,6 @@ class ProcessBackend(Backend):
                 out.append(WorkerStatistics(w.idx, w.pid, state, w.tasks_done, w.tasks_failed,
                                             current, w.started))
         return tuple(out)
-
-
-# -- Ctrl-C and leaders ------------------------------------------------------------------------
-# A leader settling a batch in the main thread must not be interrupted half-way.  Swapping the
-# SIGINT handler around every batch costs two sigaction calls (~10 us here, per round trip), so
-# the first leader in the main thread installs ``_sigint`` once, in place of Python's default
-# handler only: it behaves exactly like the default (raises KeyboardInterrupt) except while a
-# batch is being settled, when the interrupt is held until the batch is done.  A program's own
-# SIGINT handler is left alone (and then a Ctrl-C mid-batch is the program's to handle).
-_pumping = 0                       # batches being settled by the main thread (nesting depth)
-_deferred_sigint: list[Any] = []   # frames of Ctrl-Cs held back meanwhile
-
-
-def _sigint(signum: int, frame: Any) -> None:
-    if _pumping:
-        _deferred_sigint.append(frame)
-        return
-    signal.default_int_handler(signum, frame)
-
-
-def _sigint_ready() -> bool:
-    """True if ``_sigint`` handles SIGINT (installing it over the default handler if needed)."""
-    current = signal.getsignal(signal.SIGINT)
-    if current is _sigint:
-        return True
-    if current is not signal.default_int_handler:
-        return False
-    try:
-        signal.signal(signal.SIGINT, _sigint)
-    except ValueError:   # not the main interpreter
-        return False
-    return True
-
-
-def _reset_sigint_after_fork() -> None:
-    global _pumping
-    _pumping = 0
-    _deferred_sigint.clear()
-
-
-os.register_at_fork(after_in_child=_reset_sigint_after_fork)
 
 
 def _publish_zygote(what: str, zygote: Any) -> None:

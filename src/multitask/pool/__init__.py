@@ -10,7 +10,7 @@ Data flow of one task (process backend; the thread and Ray backends keep the sam
     worker process                                  [forked by the pool's zygote]
       -> takes the message, writes "running task N since t" into its slot, runs f
       -> result (or exception + traceback) into the pool's outbound ring
-    result thread                                   [parent]
+    the caller blocked in get()/next(), else the result thread      [parent]
       -> pops the task from the worker's inflight deque (results come back in send order)
       -> hands that worker more tasks, then completes the AsyncResult (callbacks run here)
     watcher thread                                  [parent]

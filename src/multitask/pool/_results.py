@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from .._core import _interrupts
 from .._core._errors import TimeoutError
 
 if TYPE_CHECKING:
@@ -282,7 +283,8 @@ class IMapIterator(Iterator[T]):
         self._ready: collections.deque[tuple[bool, Any, int]] = collections.deque()
         self._by_start: dict[int, tuple[bool, Any, int]] = {}
         self._next_start = 0
-        self._current: Iterator[Any] | None = None
+        self._chunk: Any = None             # the chunk being yielded, and the next position in it
+        self._pos = 0
         self._length: int | None = None    # total items, once known
         self._yielded = 0                   # items yielded or skipped (failed chunks)
         self._pool_ref = pool_ref
@@ -323,16 +325,25 @@ class IMapIterator(Iterator[T]):
     def next(self, timeout: float | None = None) -> T:
         timeout = _check_timeout(timeout)
         while True:
-            if self._current is not None:
-                try:
-                    return next(self._current)
-                except StopIteration:
-                    self._current = None
+            chunk = self._chunk
+            if chunk is not None:
+                # No call between taking the item and returning it: CPython raises a pending
+                # KeyboardInterrupt only at calls and loop ends, so none can drop the item here.
+                i = self._pos
+                if i < len(chunk):
+                    self._pos = i + 1
+                    return chunk[i]
+                self._chunk = None
             deadline = None if timeout is None else time.monotonic() + timeout
             if not self._available() and self._pool_ref is not None:
                 # Read the pool's results in this thread while waiting (leader/follower).
                 self._pool_ref._lead(self._available, deadline)
+            # A Ctrl-C is held back from here to inside the with block: raised between the lock's
+            # acquire and the with statement taking hold, it would leave the lock held forever
+            # (the result thread then blocks delivering, and so does every later next()).
+            _interrupts.enter()
             with self._cond:
+                _interrupts.end()
                 while not self._ready:
                     if self._length is not None and self._yielded >= self._length:
                         raise StopIteration
@@ -343,10 +354,18 @@ class IMapIterator(Iterator[T]):
                         if left <= 0:
                             raise TimeoutError(f"no result within {timeout} s")
                         self._cond.wait(left)
-                ok, values, n = self._ready.popleft()
-                self._yielded += n
+                # Popping the chunk and keeping it must not be cut by a Ctrl-C in between
+                # (the chunk would be lost): held back until both are done.
+                _interrupts.enter()
+                try:
+                    ok, values, n = self._ready.popleft()
+                    self._yielded += n
+                    if ok:
+                        self._chunk = values
+                        self._pos = 0
+                finally:
+                    _interrupts.end()
             if not ok:
                 raise values
-            self._current = iter(values)
 
     __next__ = next
