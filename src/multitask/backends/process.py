@@ -62,7 +62,7 @@ from .._core._errors import (
     WorkerDiedError,
 )
 from .._core._ring import Ring
-from ..pool._jobs import Job, Redo, Task
+from ..pool._jobs import MODE_CALL, Job, Redo, Task
 from . import Backend
 from ._slots import Slots
 
@@ -257,7 +257,16 @@ class ProcessBackend(Backend):
         n = len(w.inflight)
         if w.quota is not None and w.quota <= 0:
             return False
-        return n == 0 or (w.queued < _PREFETCH_SECONDS and n < _MAX_PREFETCH)
+        if n == 0 or (w.queued < _PREFETCH_SECONDS and n < _MAX_PREFETCH):
+            return True
+        # A map's chunks are sized by guided self-scheduling (shrinking towards the end), so one
+        # queued behind the running one costs no balance but saves the worker a round trip
+        # through the parent between chunks (the stdlib queues them all up front).
+        return n == 1 and self._next_is_chunk() and w.inflight[0].job.mode != MODE_CALL
+
+    def _next_is_chunk(self) -> bool:
+        head = self._pending[0] if self._pending else None
+        return isinstance(head, Job) and head.mode != MODE_CALL
 
     def _estimate(self, task: Task) -> float:
         """Expected seconds of work: measured for this call, else for this function."""
