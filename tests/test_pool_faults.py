@@ -238,3 +238,103 @@ def test_task_timeout_counts_from_start_not_from_queueing(ctx):
     with ctx.Pool(1) as pool:
         rs = [pool.apply_async(sleep_for, (0.6,), task_timeout=1.0) for _ in range(2)]
         assert [r.get(timeout=30) for r in rs] == [0.6, 0.6]
+
+
+# -- item groups: imap with chunksize 1 sends cheap items together, each still its own task ------
+
+
+def item_group_crash(x):
+    if x == 2000:
+        os._exit(9)
+    return x
+
+
+def item_group_raise(x):
+    if x % 500 == 499:
+        raise ValueError(f"item {x}")
+    return x * 2
+
+
+def item_group_slow(x):
+    if x == 1500:
+        time.sleep(30)
+    return x
+
+
+class UnpicklableItem:
+    def __init__(self, x: int) -> None:
+        self.x = x
+
+    def __reduce__(self):
+        raise TypeError(f"cannot pickle item {self.x}")
+
+
+def _grouped(pool) -> bool:
+    """True if the pool ran some item group of more than one item (timeline records)."""
+    return any(r.items > 1 for r in pool.timeline())
+
+
+def test_item_group_worker_death_fails_only_the_running_item(ctx):
+    with ctx.Pool(2) as pool:
+        got, errors = set(), []
+        it = pool.imap_unordered(item_group_crash, range(3000))
+        while True:
+            try:
+                got.add(next(it))
+            except StopIteration:
+                break
+            except multitask.WorkerDiedError as exc:
+                errors.append(exc)
+        assert len(errors) == 1 and errors[0].exitcode == 9
+        assert got == set(range(3000)) - {2000}     # the others ran exactly once, all delivered
+        assert _grouped(pool)
+        assert pool.apply(sq, (7,)) == 49
+
+
+def test_item_group_errors_raise_at_their_own_positions(ctx):
+    with ctx.Pool(2) as pool:
+        out = []
+        it = pool.imap(item_group_raise, range(3000))
+        while True:
+            try:
+                out.append(next(it))
+            except StopIteration:
+                break
+            except ValueError as exc:
+                out.append(str(exc))
+        assert out == [f"item {x}" if x % 500 == 499 else x * 2 for x in range(3000)]
+        assert _grouped(pool)
+
+
+def test_item_group_timeout_fails_only_the_overdue_item(ctx):
+    with ctx.Pool(2, task_timeout=1.0) as pool:
+        got, errors = set(), []
+        for_res = pool.imap_unordered(item_group_slow, range(3000))
+        t = time.monotonic()
+        while True:
+            try:
+                got.add(next(for_res))
+            except StopIteration:
+                break
+            except multitask.TaskTimeoutError as exc:
+                errors.append(exc)
+        assert time.monotonic() - t < 20
+        assert len(errors) == 1
+        assert got == set(range(3000)) - {1500}
+
+
+def test_item_group_with_an_unpicklable_item_fails_only_that_item():
+    with multitask.Pool(2) as pool:
+        items = [UnpicklableItem(i) if i == 1234 else i for i in range(3000)]
+        out = []
+        it = pool.imap(task_identity, items)
+        while True:
+            try:
+                out.append(next(it))
+            except StopIteration:
+                break
+            except multitask.SerializationError as exc:
+                out.append(exc)
+        assert len(out) == 3000
+        assert isinstance(out[1234], multitask.SerializationError)
+        assert [x for i, x in enumerate(out) if i != 1234] == [i for i in range(3000) if i != 1234]

@@ -104,6 +104,9 @@ class Backend(abc.ABC):
     #: workers that died or timed out and were replaced (backends increment it)
     _replaced: int = 0
 
+    #: True if the backend runs MODE_ITEMS tasks (groups of items with per-item outcomes)
+    item_groups: bool = False
+
     @property
     def workers_replaced(self) -> int:
         return self._replaced

@@ -47,20 +47,27 @@ class Slots:
     def __reduce__(self) -> tuple[Any, ...]:
         return (_attach_slots, (self.n, self._owner_pid, self._owner_fd))
 
-    def set(self, idx: int, task_id: int, start: float) -> None:
-        _REC.pack_into(self._view, idx * RECORD, task_id, start, 0, 0)
+    def set(self, idx: int, task_id: int, start: float, item: int = 0) -> None:
+        """Worker ``idx`` runs task ``task_id`` (its item ``item``, for grouped items) since
+        ``start``."""
+        _REC.pack_into(self._view, idx * RECORD, task_id, start, item, 0)
 
     def clear(self, idx: int) -> None:
         _REC.pack_into(self._view, idx * RECORD, 0, 0.0, 0, 0)
 
     def get(self, idx: int) -> tuple[int, float]:
         """(task_id, start) of worker ``idx``; (0, 0.0) when it runs nothing unflushed."""
+        task_id, start, _ = self.get_item(idx)
+        return task_id, start
+
+    def get_item(self, idx: int) -> tuple[int, float, int]:
+        """(task_id, start, item) of worker ``idx``."""
         off = idx * RECORD
         while True:
             a = _REC.unpack_from(self._view, off)
             b = _REC.unpack_from(self._view, off)
             if a == b:
-                return a[0], a[1]
+                return a[0], a[1], a[2]
 
     def close(self) -> None:
         if self._map is None:

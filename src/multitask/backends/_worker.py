@@ -59,7 +59,7 @@ from .._core import _serialize
 from .._core._errors import SerializationError
 
 TASK_HDR = struct.Struct("<QIB3xI")      # task_id, func_id, mode, len
-RES_HDR = struct.Struct("<QB3xIdd")      # task_id, status, len, started, finished
+RES_HDR = struct.Struct("<QBxHIdd")      # task_id, status, item, len, started, finished
 BATCH_HDR = struct.Struct("<cxHI")       # kind, count, worker index / func id
 FUNC_HDR = struct.Struct("<c3xI")        # kind, func id
 STARTED = struct.Struct("<cxxxIi")       # b"S", worker index, pid
@@ -71,6 +71,8 @@ ST_UNSERIALIZABLE = 2
 MODE_CALL = 0
 MODE_MAP = 1
 MODE_STARMAP = 2
+MODE_ITEMS = 3      # a group of items, each its own task: one result record per item
+ITEM_ALL = 0xFFFF   # item index of a record that fails every item of its group
 
 
 
@@ -121,6 +123,47 @@ def worker_main(idx: int, inbound: Any, outbound: Any, slots: Any, initializer: 
 
     put = outbound.put
     head = BATCH_HDR.pack(b"R", 1, idx)
+    def run_items(task_id: int, func_id: int, data: Any) -> None:
+        # Each item is its own task: its own slot entry (a crash or timeout fails that item
+        # only) and its own result record, committed as soon as it ends (a crash loses none).
+        t0 = monotonic()
+        slot_set(idx, task_id, t0, 0)
+        try:
+            fn = funcs.get(func_id)
+            if fn is None:
+                raise func_errors.get(func_id) or SerializationError(
+                    f"function #{func_id} was not sent to this worker")
+            try:
+                items = loads(data)
+            except BaseException as exc:
+                raise SerializationError(
+                    f"the task's arguments could not be unpickled in the worker: "
+                    f"{type(exc).__name__}: {exc}") from exc
+        except BaseException as exc:
+            body = error_info(exc)
+            put(head + pack_res(task_id, ST_RAISED, ITEM_ALL, len(body), t0, monotonic())
+                + body, None)
+            return
+        for i, item in enumerate(items):
+            if i:
+                t0 = monotonic()
+                slot_set(idx, task_id, t0, i)
+            status = ST_OK
+            try:
+                value = fn(item)
+            except BaseException as exc:
+                status = ST_RAISED
+                body = error_info(exc)
+            else:
+                try:
+                    body = dumps(value)
+                except BaseException as exc:
+                    status = ST_UNSERIALIZABLE
+                    body = error_info(exc, f"the result of the task could not be pickled: "
+                                           f"{type(exc).__name__}: {exc}")
+                value = None
+            put(head + pack_res(task_id, status, i, len(body), t0, monotonic()) + body, None)
+
     # Announce ourselves through the result ring, so the parent knows our pid before any of our
     # results (the zygote's report travels another way and may arrive later).
     put(STARTED.pack(b"S", idx, os.getpid()), None)
@@ -138,6 +181,9 @@ def worker_main(idx: int, inbound: Any, outbound: Any, slots: Any, initializer: 
                     off += TASK_HDR.size
                     data = view[off:off + n]
                     off += n
+                    if mode == MODE_ITEMS:
+                        run_items(task_id, func_id, data)
+                        continue
                     t0 = monotonic()
                     slot_set(idx, task_id, t0)
                     status = ST_OK
@@ -170,7 +216,7 @@ def worker_main(idx: int, inbound: Any, outbound: Any, slots: Any, initializer: 
                                                    f"pickled: {type(exc).__name__}: {exc}")
                         value = None
                     t1 = monotonic()
-                    put(head + pack_res(task_id, status, len(body), t0, t1) + body, None)
+                    put(head + pack_res(task_id, status, 0, len(body), t0, t1) + body, None)
             elif kind == b"F":
                 _, func_id = FUNC_HDR.unpack_from(msg, 0)
                 try:

@@ -62,7 +62,7 @@ from .._core._errors import (
     WorkerDiedError,
 )
 from .._core._ring import Ring
-from ..pool._jobs import MODE_CALL, Job, Redo, Task
+from ..pool._jobs import MODE_CALL, MODE_ITEMS, Job, Redo, Task
 from . import Backend
 from ._slots import Slots
 
@@ -72,6 +72,7 @@ if TYPE_CHECKING:
 from ._worker import (
     BATCH_HDR,
     FUNC_HDR,
+    ITEM_ALL,
     RES_HDR,
     ST_OK,
     ST_UNSERIALIZABLE,
@@ -163,6 +164,7 @@ def _queued(w: _Worker) -> float:
 
 class ProcessBackend(Backend):
     name = "process"
+    item_groups = True
 
     # -- start -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -307,6 +309,14 @@ class ProcessBackend(Backend):
                 if task.wire is None:
                     task.wire = _serialize.dumps(task.data, self._spill_prefix)
             except BaseException as exc:
+                if job.mode == MODE_ITEMS and task.n > 1:
+                    # One item of the group cannot cross: send them one by one, so that only
+                    # that item fails (each item is its own task).
+                    singles = [Task(job, task.start + i, [x], 1) for i, x in enumerate(task.data)]
+                    with job._lock:
+                        job.outstanding += len(singles) - 1
+                    self._pending.appendleft(Redo(singles))
+                    continue
                 # This task's input cannot cross to a worker: fail its call, not the pool.
                 sends.failures.append((task, _as_serialization_error(
                     exc, f"the arguments of {job.function_name}")))
@@ -490,6 +500,8 @@ class ProcessBackend(Backend):
     def _on_results(self, views: list[memoryview]) -> None:
         """Settle a batch of result messages: bookkeeping under the lock, delivery after."""
         done: list[tuple[Task, int, memoryview, float, float, int, int | None]] = []
+        # item groups: [task, first item, [(status, body)], t0, t1, worker, pid, last]
+        items: list[list[Any]] = []
         fn_seconds = self._fn_seconds
         with self._lock:
             for view in views:
@@ -498,43 +510,79 @@ class ProcessBackend(Backend):
                 w = self._workers[idx]
                 inflight = w.inflight
                 for _ in range(count):
-                    task_id, status, n, t0, t1 = RES_HDR.unpack_from(view, off)
+                    task_id, status, item, n, t0, t1 = RES_HDR.unpack_from(view, off)
                     off += RES_HDR.size
                     body = view[off:off + n]
                     off += n
                     # Results come back in the order tasks were sent to this worker.
                     if not inflight or inflight[0].id != task_id:
                         continue   # a task already settled (terminate raced with it)
-                    task = inflight.popleft()
-                    w.queued = max(0.0, w.queued - task.est)
-                    done.append((task, status, body, t0, t1, idx, w.pid))
-                    w.tasks_done += 1
-                    if status != ST_OK:
-                        w.tasks_failed += 1
-                    per_item = (t1 - t0) / max(1, task.n)
+                    task = inflight[0]
                     key = id(task.job.fn)
+                    if task.job.mode == MODE_ITEMS:
+                        first = task.done
+                        if item == ITEM_ALL:       # the group could not start at all
+                            cnt = task.n - first
+                        elif item == first:
+                            cnt = 1
+                        else:
+                            continue               # settled already (defensive)
+                        task.done = first + cnt
+                        last = task.done >= task.n
+                        recs = [(status, body)] * cnt
+                        prev = items[-1] if items else None
+                        if prev is not None and prev[0] is task:
+                            prev[2].extend(recs)
+                            prev[4] = t1
+                            prev[7] = last
+                        else:
+                            items.append([task, first, recs, t0, t1, idx, w.pid, last])
+                        w.tasks_done += cnt
+                        if status != ST_OK:
+                            w.tasks_failed += cnt
+                        if last:
+                            inflight.popleft()
+                            w.queued = max(0.0, w.queued - task.est)
+                        per_item = t1 - t0
+                    else:
+                        task = inflight.popleft()
+                        w.queued = max(0.0, w.queued - task.est)
+                        done.append((task, status, body, t0, t1, idx, w.pid))
+                        w.tasks_done += 1
+                        if status != ST_OK:
+                            w.tasks_failed += 1
+                        per_item = (t1 - t0) / max(1, task.n)
                     old = fn_seconds.get(key)
                     fn_seconds[key] = per_item if old is None else 0.7 * old + 0.3 * per_item
             sends = self._dispatch_locked()
             self._maybe_quit_locked(sends)
         self._send(sends)
-        loads = _serialize.loads
         for task, status, body, t0, t1, idx, pid in done:
-            ok = status == ST_OK
-            try:
-                value = (loads(body) if ok
-                         else _remote_exception(body, status == ST_UNSERIALIZABLE))
-            except BaseException as exc:
-                ok = False
-                value = SerializationError(
-                    f"the result of {task.job.function_name} could not be unpickled in the "
-                    f"parent: {type(exc).__name__}: {exc}")
-                value.__cause__ = exc
+            ok, value = self._decode(task, status, body)
             task.wire = None
             task.job.task_done(task, ok, value, t0, t1, idx, pid)
+        for task, first, recs, t0, t1, idx, pid, last in items:
+            outcomes = [self._decode(task, status, body) for status, body in recs]
+            if last:
+                task.wire = None
+            task.job.items_done(task, first, outcomes, t0, t1, idx, pid, last)
+
+    def _decode(self, task: Task, status: int, body: Any) -> tuple[bool, Any]:
+        """A result record's outcome: (True, value) or (False, exception); never raises."""
+        try:
+            if status == ST_OK:
+                return True, _serialize.loads(body)
+            return False, _remote_exception(body, status == ST_UNSERIALIZABLE)
+        except BaseException as exc:
+            err = SerializationError(
+                f"the result of {task.job.function_name} could not be unpickled in the "
+                f"parent: {type(exc).__name__}: {exc}")
+            err.__cause__ = exc
+            return False, err
 
     def _on_death(self, idx: int, pid: int, exitcode: int) -> None:
         failed: list[tuple[Task, BaseException]] = []
+        failed_items: list[tuple[Task, int, list[tuple[bool, Any]]]] = []
         discard: list[Any] = []
         with self._lock:
             w = self._workers[idx]
@@ -543,12 +591,13 @@ class ProcessBackend(Backend):
             if w.pid != pid and not (w.pid is None and w.state == "starting"):
                 return
             w.pid = pid
-            slot_task, slot_start = self._slots.get(idx)
+            slot_task, slot_start, slot_item = self._slots.get_item(idx)
             timed_out = self._timed_out.pop(pid, None)
             tasks = list(w.inflight)
             w.inflight.clear()
             running_ids = [t.id for t in tasks]
             cut = running_ids.index(slot_task) + 1 if slot_task in running_ids else 0
+            rest: list[Task] = []
             for task in tasks[:cut]:
                 if timed_out is not None and timed_out[0] == task.id:
                     exc: BaseException = TaskTimeoutError(
@@ -557,12 +606,28 @@ class ProcessBackend(Backend):
                         timeout=timed_out[1], pid=pid)
                 else:
                     exc = WorkerDiedError(pid=pid, exitcode=exitcode)
-                failed.append((task, exc))
                 discard.append(task.wire)
+                if task.job.mode == MODE_ITEMS and task.id == slot_task:
+                    # Each item is its own task: the one running fails; those after it were
+                    # never started and go to another worker.  (If the slot still names an item
+                    # already settled, the worker died between items: none fails.)
+                    running = slot_item >= task.done
+                    k = slot_item if running else task.done
+                    after = k + 1 if running else k
+                    if after < task.n:
+                        rest.append(Task(task.job, task.start + after, task.data[after:],
+                                         task.n - after))
+                        with task.job._lock:
+                            task.job.outstanding += 1
+                    failed_items.append((task, k, [(False, exc)] if running else []))
+                    w.tasks_done += 1 if running else 0
+                    w.tasks_failed += 1 if running else 0
+                    continue
+                failed.append((task, exc))
                 w.tasks_done += 1
                 w.tasks_failed += 1
             # Tasks it never started go back to the front of the queue, for another worker.
-            redo = tasks[cut:]
+            redo = rest + tasks[cut:]
             if redo:
                 self._pending.appendleft(Redo(redo))
             w.state = "dead"
@@ -588,6 +653,10 @@ class ProcessBackend(Backend):
                 _serialize.discard(wire)
         for task, exc in failed:
             task.job.task_done(task, False, exc, slot_start, time.monotonic(), idx, pid)
+        for task, first, outcomes in failed_items:
+            task.done = task.n
+            task.job.items_done(task, first, outcomes, slot_start, time.monotonic(), idx, pid,
+                                True)
         self.notify_pool()
         if all_dead:
             self._all_exited.set()

@@ -21,7 +21,7 @@ import weakref
 from typing import Any
 
 #: Seconds from a program's first registration to loading the registry and its first write.
-FIRST_DELAY = 0.25
+FIRST_DELAY = 1.0
 
 _lock = threading.Lock()
 _queued: dict[int, tuple[str, Any, dict[str, Any]]] = {}   # id(obj) -> (call, ref, kwargs)

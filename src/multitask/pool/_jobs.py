@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 MODE_CALL = 0      # data is (args, kwargs); the result is one value
 MODE_MAP = 1       # data is a sequence of items; fn(item) for each; the result is a list
 MODE_STARMAP = 2   # data is a sequence of argument tuples; fn(*item) for each
+MODE_ITEMS = 3     # data is a list of items, each its own task (imap with chunksize 1): fn(item)
+                   # for each, one outcome per item (see MapJob: "item groups")
 
 _task_ids = itertools.count(1)
 
@@ -42,6 +44,10 @@ _SMALL_RANGE = 256
 _MIN_CHUNK_SECONDS = 0.0002
 # Chunks of an input of unknown length aim at this much work.
 _LAZY_CHUNK_SECONDS = 0.002
+# Item groups (chunksize 1): cheap items travel together, up to this much measured work...
+_GROUP_SECONDS = 0.0002
+# ... and at most this many.
+_MAX_GROUP = 64
 
 
 class _NoLock:
@@ -61,7 +67,8 @@ _NO_LOCK: Any = _NoLock()
 class Task:
     """One unit of work, as the backend sees it."""
 
-    __slots__ = ("data", "dispatched", "est", "id", "job", "n", "start", "wire", "worker")
+    __slots__ = ("data", "dispatched", "done", "est", "id", "job", "n", "start", "wire",
+                 "worker")
 
     def __init__(self, job: Job, start: int, data: Any, n: int) -> None:
         self.job = job
@@ -73,6 +80,7 @@ class Task:
         self.dispatched = 0.0       # time.monotonic() when handed to a worker
         self.wire: Any = None       # backend-private: the bytes sent, kept for re-dispatch/clean-up
         self.est = 0.0              # backend-private: estimated seconds of work
+        self.done = 0               # items settled so far (item groups settle item by item)
 
 
 class Job(abc.ABC):
@@ -111,6 +119,14 @@ class Job(abc.ABC):
     def task_done(self, task: Task, ok: bool, value: Any, started: float, finished: float,
                   worker: int, pid: int | None) -> None:
         """Report one task's outcome.  ``value``: result (ok) or exception (not ok)."""
+        if self.mode == MODE_ITEMS:
+            # An item group failed as a whole (terminated, lost its worker, could not be sent):
+            # every item not yet settled gets the error, each at its own position.
+            first = task.done
+            task.done = task.n
+            self.items_done(task, first, [(ok, value)] * (task.n - first), started, finished,
+                            worker, pid, True)
+            return
         with self._lock:
             self.outstanding -= 1
         if ok and finished > started and task.n:
@@ -123,6 +139,42 @@ class Job(abc.ABC):
             self.cancel()
         if self.progress is not None:
             self.progress.advance(task.n)
+
+    def items_done(self, task: Task, first: int, outcomes: list[tuple[bool, Any]],
+                   started: float, finished: float, worker: int, pid: int | None,
+                   last: bool) -> None:
+        """Report the outcomes of items ``first, first+1, ...`` of an item group (each item its
+        own task).  ``last``: the group is finished (no more items of it will be reported)."""
+        n = len(outcomes)
+        if last:
+            with self._lock:
+                self.outstanding -= 1
+        failed = sum(1 for ok, _ in outcomes if not ok)
+        if n and finished > started and not failed:
+            per_item = (finished - started) / n
+            self.item_seconds = (per_item if self.item_seconds == 0.0
+                                 else 0.7 * self.item_seconds + 0.3 * per_item)
+        self.pool._items_finished(self, task, n, failed, started, finished, worker, pid)
+        # Consecutive successes are delivered as one chunk; each failure on its own.
+        start = task.start + first
+        run: list[Any] = []
+        keep_going = True
+        for ok, value in outcomes:
+            if ok:
+                run.append(value)
+                continue
+            if run:
+                self.result._deliver(start, True, run, len(run))
+                start += len(run)
+                run = []
+            keep_going = bool(self.result._deliver(start, False, value, 1)) and keep_going
+            start += 1
+        if run:
+            self.result._deliver(start, True, run, len(run))
+        if not keep_going:
+            self.cancel()
+        if self.progress is not None and n:
+            self.progress.advance(n)
 
     @abc.abstractmethod
     def _deliver(self, task: Task, ok: bool, value: Any) -> bool:
@@ -193,6 +245,12 @@ class MapJob(Job):
             self._feeder.start()
 
     def _chunk_size(self, remaining: int | None) -> int:
+        if self.mode == MODE_ITEMS:
+            # Item groups: one item until the function is measured, then as many cheap items
+            # as take ~_GROUP_SECONDS (each still its own task: see the worker's run_items).
+            if self.item_seconds <= 0:
+                return 1
+            return max(1, min(_MAX_GROUP, int(_GROUP_SECONDS / self.item_seconds)))
         if self.chunksize is not None:
             return self.chunksize
         if remaining is None:  # unknown length: by measured time, doubling until measured

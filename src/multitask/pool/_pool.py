@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from .._core._errors import ClosedError
 from ..backends import Backend, load_backend
 from ._jobs import (
+    MODE_ITEMS,
     MODE_MAP,
     MODE_STARMAP,
     ApplyJob,
@@ -401,7 +402,10 @@ class Pool:
         result: IMapIterator[Any] = IMapIterator(ordered, self)
         total = len(items) if isinstance(items, (list, tuple, range)) else None
         bar = ProgressBar(_describe(func), total, progress) if progress else None
-        job = MapJob(self, func, MODE_MAP, items, result, chunksize=chunksize,
+        # chunksize 1: every item is its own task.  Backends that can, send cheap items in
+        # groups that keep per-item outcomes (MODE_ITEMS; see _jobs.MapJob._chunk_size).
+        mode = MODE_ITEMS if chunksize == 1 and self._backend.item_groups else MODE_MAP
+        job = MapJob(self, func, mode, items, result, chunksize=chunksize,
                      workers=self._processes, timeout=timeout, progress=bar)
         if total is not None:
             result._set_length(total)
@@ -425,6 +429,17 @@ class Pool:
                                task.n))
         if not ok and isinstance(job.result, AsyncResult):
             self._unretrieved.add(job.result)
+        self._notify()
+
+    def _items_finished(self, job: Job, task: Task, n: int, failed: int, started: float,
+                        finished: float, worker: int, pid: int | None) -> None:
+        """Like :meth:`_task_finished`, for ``n`` items of an item group."""
+        with self._counts_lock:
+            self._completed += n
+            self._failed += failed
+        self._timeline.append((task.id, worker, pid or 0, job.fn, task.dispatched,
+                               started or task.dispatched, finished or time.monotonic(),
+                               not failed, n))
         self._notify()
 
     def _count_submitted(self, n: int) -> None:
