@@ -269,6 +269,19 @@ class UnpicklableItem:
         raise TypeError(f"cannot pickle item {self.x}")
 
 
+def _drain(it, errors: type[BaseException]) -> list:
+    """Every outcome of an imap iterator, in the order it gives them: a value or an exception
+    of type ``errors`` (iteration goes on after a failed item)."""
+    out: list = []
+    while True:
+        try:
+            out.append(next(it))
+        except StopIteration:
+            return out
+        except errors as exc:
+            out.append(exc)
+
+
 def _grouped(pool) -> bool:
     """True if the pool ran some item group of more than one item (timeline records)."""
     return any(r.items > 1 for r in pool.timeline())
@@ -276,15 +289,9 @@ def _grouped(pool) -> bool:
 
 def test_item_group_worker_death_fails_only_the_running_item(ctx):
     with ctx.Pool(2) as pool:
-        got, errors = set(), []
-        it = pool.imap_unordered(item_group_crash, range(3000))
-        while True:
-            try:
-                got.add(next(it))
-            except StopIteration:
-                break
-            except multitask.WorkerDiedError as exc:
-                errors.append(exc)
+        out = _drain(pool.imap_unordered(item_group_crash, range(3000)), multitask.WorkerDiedError)
+        errors = [x for x in out if isinstance(x, BaseException)]
+        got = {x for x in out if not isinstance(x, BaseException)}
         assert len(errors) == 1 and errors[0].exitcode == 9
         assert got == set(range(3000)) - {2000}     # the others ran exactly once, all delivered
         assert _grouped(pool)
@@ -293,32 +300,20 @@ def test_item_group_worker_death_fails_only_the_running_item(ctx):
 
 def test_item_group_errors_raise_at_their_own_positions(ctx):
     with ctx.Pool(2) as pool:
-        out = []
-        it = pool.imap(item_group_raise, range(3000))
-        while True:
-            try:
-                out.append(next(it))
-            except StopIteration:
-                break
-            except ValueError as exc:
-                out.append(str(exc))
+        out = [str(x) if isinstance(x, ValueError) else x
+               for x in _drain(pool.imap(item_group_raise, range(3000)), ValueError)]
         assert out == [f"item {x}" if x % 500 == 499 else x * 2 for x in range(3000)]
         assert _grouped(pool)
 
 
 def test_item_group_timeout_fails_only_the_overdue_item(ctx):
     with ctx.Pool(2, task_timeout=1.0) as pool:
-        got, errors = set(), []
-        for_res = pool.imap_unordered(item_group_slow, range(3000))
         t = time.monotonic()
-        while True:
-            try:
-                got.add(next(for_res))
-            except StopIteration:
-                break
-            except multitask.TaskTimeoutError as exc:
-                errors.append(exc)
+        out = _drain(pool.imap_unordered(item_group_slow, range(3000)),
+                     multitask.TaskTimeoutError)
         assert time.monotonic() - t < 20
+        errors = [x for x in out if isinstance(x, BaseException)]
+        got = {x for x in out if not isinstance(x, BaseException)}
         assert len(errors) == 1
         assert got == set(range(3000)) - {1500}
 
@@ -326,15 +321,7 @@ def test_item_group_timeout_fails_only_the_overdue_item(ctx):
 def test_item_group_with_an_unpicklable_item_fails_only_that_item():
     with multitask.Pool(2) as pool:
         items = [UnpicklableItem(i) if i == 1234 else i for i in range(3000)]
-        out = []
-        it = pool.imap(task_identity, items)
-        while True:
-            try:
-                out.append(next(it))
-            except StopIteration:
-                break
-            except multitask.SerializationError as exc:
-                out.append(exc)
+        out = _drain(pool.imap(task_identity, items), multitask.SerializationError)
         assert len(out) == 3000
         assert isinstance(out[1234], multitask.SerializationError)
         assert [x for i, x in enumerate(out) if i != 1234] == [i for i in range(3000) if i != 1234]

@@ -123,22 +123,35 @@ def worker_main(idx: int, inbound: Any, outbound: Any, slots: Any, initializer: 
 
     put = outbound.put
     head = BATCH_HDR.pack(b"R", 1, idx)
+    def prepare(func_id: int, data: Any) -> tuple[Any, Any]:
+        """The task's function and its unpickled arguments; SerializationError if either is
+        missing or cannot be rebuilt here."""
+        fn = funcs.get(func_id)
+        if fn is None:
+            raise func_errors.get(func_id) or SerializationError(
+                f"function #{func_id} was not sent to this worker")
+        try:
+            return fn, loads(data)
+        except BaseException as exc:
+            raise SerializationError(
+                f"the task's arguments could not be unpickled in the worker: "
+                f"{type(exc).__name__}: {exc}") from exc
+
+    def encode(value: Any) -> tuple[int, bytes]:
+        """A task's return value as (status, record body): pickled, or why it could not be."""
+        try:
+            return ST_OK, dumps(value)
+        except BaseException as exc:
+            return ST_UNSERIALIZABLE, error_info(
+                exc, f"the result of the task could not be pickled: {type(exc).__name__}: {exc}")
+
     def run_items(task_id: int, func_id: int, data: Any) -> None:
         # Each item is its own task: its own slot entry (a crash or timeout fails that item
         # only) and its own result record, committed as soon as it ends (a crash loses none).
         t0 = monotonic()
         slot_set(idx, task_id, t0, 0)
         try:
-            fn = funcs.get(func_id)
-            if fn is None:
-                raise func_errors.get(func_id) or SerializationError(
-                    f"function #{func_id} was not sent to this worker")
-            try:
-                items = loads(data)
-            except BaseException as exc:
-                raise SerializationError(
-                    f"the task's arguments could not be unpickled in the worker: "
-                    f"{type(exc).__name__}: {exc}") from exc
+            fn, items = prepare(func_id, data)
         except BaseException as exc:
             body = error_info(exc)
             put(head + pack_res(task_id, ST_RAISED, ITEM_ALL, len(body), t0, monotonic())
@@ -148,19 +161,12 @@ def worker_main(idx: int, inbound: Any, outbound: Any, slots: Any, initializer: 
             if i:
                 t0 = monotonic()
                 slot_set(idx, task_id, t0, i)
-            status = ST_OK
             try:
                 value = fn(item)
             except BaseException as exc:
-                status = ST_RAISED
-                body = error_info(exc)
+                status, body = ST_RAISED, error_info(exc)
             else:
-                try:
-                    body = dumps(value)
-                except BaseException as exc:
-                    status = ST_UNSERIALIZABLE
-                    body = error_info(exc, f"the result of the task could not be pickled: "
-                                           f"{type(exc).__name__}: {exc}")
+                status, body = encode(value)
                 value = None
             put(head + pack_res(task_id, status, i, len(body), t0, monotonic()) + body, None)
 
@@ -186,18 +192,8 @@ def worker_main(idx: int, inbound: Any, outbound: Any, slots: Any, initializer: 
                         continue
                     t0 = monotonic()
                     slot_set(idx, task_id, t0)
-                    status = ST_OK
                     try:
-                        fn = funcs.get(func_id)
-                        if fn is None:
-                            raise func_errors.get(func_id) or SerializationError(
-                                f"function #{func_id} was not sent to this worker")
-                        try:
-                            payload = loads(data)
-                        except BaseException as exc:
-                            raise SerializationError(
-                                f"the task's arguments could not be unpickled in the worker: "
-                                f"{type(exc).__name__}: {exc}") from exc
+                        fn, payload = prepare(func_id, data)
                         if mode == MODE_CALL:
                             value = fn(*payload[0], **payload[1])
                         elif mode == MODE_MAP:
@@ -205,15 +201,9 @@ def worker_main(idx: int, inbound: Any, outbound: Any, slots: Any, initializer: 
                         else:
                             value = [fn(*args) for args in payload]
                     except BaseException as exc:
-                        status = ST_RAISED
-                        body = error_info(exc)
+                        status, body = ST_RAISED, error_info(exc)
                     else:
-                        try:
-                            body = dumps(value)
-                        except BaseException as exc:
-                            status = ST_UNSERIALIZABLE
-                            body = error_info(exc, f"the result of the task could not be "
-                                                   f"pickled: {type(exc).__name__}: {exc}")
+                        status, body = encode(value)
                         value = None
                     t1 = monotonic()
                     put(head + pack_res(task_id, status, 0, len(body), t0, t1) + body, None)
