@@ -188,8 +188,9 @@ class Pool:
         Never blocks on workers.  The arguments are pickled here, so an argument that cannot be
         pickled raises :class:`multitask.SerializationError` from this call (the stdlib fails
         later, in a thread).  Raises :class:`multitask.ClosedError` (a ValueError) if the pool is
-        closed.  ``callback``/``error_callback`` run in the pool's result thread; if one raises,
-        the error is logged and the pool goes on.
+        closed.  ``callback``/``error_callback`` run in the thread that settles the result: the
+        pool's result thread, or a caller blocked in ``get()``/``next()`` on this pool (which
+        reads results itself); if one raises, the error is logged and the pool goes on.
         """
         self._check_running()
         _check_callable(func)

@@ -1,8 +1,10 @@
 """Result objects handed to the caller: AsyncResult, MapResult and the imap iterators.
 
-Every result is completed exactly once, by the backend's result thread (or by ``terminate``),
-through ``_set``.  Waiting uses a one-shot latch (a Lock released on completion), which is cheaper
-than the stdlib's Event+Condition and is interruptible by Ctrl-C.
+Every result is completed exactly once, by whichever thread settles the backend's results -- a
+caller blocked in ``get()``/``next()`` of the same pool, or the result thread (process backend:
+leader/follower) -- or by ``terminate``, through ``_set``.  Waiting uses a one-shot latch (a Lock
+released on completion), which is cheaper than the stdlib's Event+Condition and is interruptible
+by Ctrl-C.
 
 Errors are never lost: a failed result that nobody retrieved -- no ``get()``, ``successful()`` or
 ``exception()`` call and no ``error_callback`` -- is logged on the ``"multitask"`` logger at ERROR,
