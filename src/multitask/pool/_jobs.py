@@ -129,16 +129,21 @@ class Job(abc.ABC):
             return
         with self._lock:
             self.outstanding -= 1
-        if ok and finished > started and task.n:
-            per_item = (finished - started) / task.n
-            self.item_seconds = (per_item if self.item_seconds == 0.0
-                                 else 0.7 * self.item_seconds + 0.3 * per_item)
+        if ok:
+            self._measure(finished - started, task.n)
         self.pool._task_finished(self, task, ok, started, finished, worker, pid)
         keep_going = self._deliver(task, ok, value)
         if not keep_going:
             self.cancel()
         if self.progress is not None:
             self.progress.advance(task.n)
+
+    def _measure(self, seconds: float, n: int) -> None:
+        """Fold ``n`` items run in ``seconds`` into the per-item estimate (EWMA)."""
+        if n and seconds > 0:
+            per_item = seconds / n
+            self.item_seconds = (per_item if self.item_seconds == 0.0
+                                 else 0.7 * self.item_seconds + 0.3 * per_item)
 
     def items_done(self, task: Task, first: int, outcomes: list[tuple[bool, Any]],
                    started: float, finished: float, worker: int, pid: int | None,
@@ -150,10 +155,8 @@ class Job(abc.ABC):
             with self._lock:
                 self.outstanding -= 1
         failed = sum(1 for ok, _ in outcomes if not ok)
-        if n and finished > started and not failed:
-            per_item = (finished - started) / n
-            self.item_seconds = (per_item if self.item_seconds == 0.0
-                                 else 0.7 * self.item_seconds + 0.3 * per_item)
+        if not failed:
+            self._measure(finished - started, n)
         self.pool._items_finished(self, task, n, failed, started, finished, worker, pid)
         # Consecutive successes are delivered as one chunk; each failure on its own.
         start = task.start + first

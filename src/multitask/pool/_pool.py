@@ -420,24 +420,19 @@ class Pool:
     def _task_finished(self, job: Job, task: Task, ok: bool, started: float, finished: float,
                        worker: int, pid: int | None) -> None:
         """Called once per task by the backend (before the result is delivered)."""
-        with self._counts_lock:
-            self._completed += task.n
-            if not ok:
-                self._failed += task.n
-        # The function's name is resolved when the timeline is read, not on this hot path.
-        self._timeline.append((task.id, worker, pid or 0, job.fn, task.dispatched,
-                               started or task.dispatched, finished or time.monotonic(), ok,
-                               task.n))
+        self._items_finished(job, task, task.n, 0 if ok else task.n, started, finished, worker,
+                             pid)
         if not ok and isinstance(job.result, AsyncResult):
             self._unretrieved.add(job.result)
-        self._notify()
 
     def _items_finished(self, job: Job, task: Task, n: int, failed: int, started: float,
                         finished: float, worker: int, pid: int | None) -> None:
-        """Like :meth:`_task_finished`, for ``n`` items of an item group."""
+        """``n`` items of ``task`` finished, ``failed`` of them failed (a whole task, or part of
+        an item group): counters, the timeline, the registry."""
         with self._counts_lock:
             self._completed += n
             self._failed += failed
+        # The function's name is resolved when the timeline is read, not on this hot path.
         self._timeline.append((task.id, worker, pid or 0, job.fn, task.dispatched,
                                started or task.dispatched, finished or time.monotonic(),
                                not failed, n))
