@@ -121,6 +121,66 @@ def test_killed_parent_leaves_no_workers(tmp_path, start_method):
         proc.stdout.close()
 
 
+SWEEP_PROGRAM = textwrap.dedent("""
+    import sys, time
+    import multitask as mp
+    from multitask._core import _ring
+
+    def forever(_):
+        time.sleep(600)
+
+    if __name__ == "__main__":
+        mp.set_start_method(sys.argv[1], force=True)
+        pool = mp.Pool(2)
+        pool.map_async(forever, range(2), chunksize=1)
+        backend = pool._backend
+        # What a crash strands: segments of spilled messages nobody has read yet, one per ring
+        # (a result on its way to the parent, an argument on its way to a worker).
+        names = []
+        for ring in [backend._outbound] + [w.ring for w in backend._workers]:
+            name = _ring.new_segment_name(ring.spill_prefix)
+            _ring.create_segment(name, [b"x" * 100_000])
+            names.append(name.lstrip("/"))
+        print("READY", " ".join(names), flush=True)
+        time.sleep(600)
+""")
+
+
+def test_killed_parent_pool_segments_are_swept(tmp_path, start_method):
+    """A forked zygote's rings are untracked (no resource tracker is started for the pool): the
+    zygote unlinks their segments once the pool's process is gone."""
+    script = tmp_path / "sweep.py"
+    script.write_text(SWEEP_PROGRAM)
+    proc = subprocess.Popen([sys.executable, str(script), start_method], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout is not None
+        line = ""
+        deadline = time.monotonic() + 60
+        while "READY" not in line and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line and proc.poll() is not None:
+                break
+        names = line.split()[1:]
+        assert len(names) == 3, line
+        if start_method == "fork":   # a forked zygote: untracked rings, swept by the zygote
+            assert all(n.startswith("mt-u") for n in names), names
+        # (by spawn or forkserver, the rings are tracked: the resource tracker sweeps them)
+        assert all(os.path.exists(f"/dev/shm/{n}") for n in names)
+        proc.kill()
+        proc.wait(10)
+        deadline = time.monotonic() + 10
+        while any(os.path.exists(f"/dev/shm/{n}") for n in names):
+            assert time.monotonic() < deadline, f"left in /dev/shm: {names}"
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
+
+
 class CountingCallable:
     """A picklable callable that counts how often the parent pickles it."""
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import pickle
+import struct
 import threading
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from multitask._core._errors import SerializationError
-from multitask._core._serialize import OOB_THRESHOLD, discard, dumps, loads
+from multitask._core._serialize import OOB_THRESHOLD, TYPED_MIN, discard, dumps, loads
 
 np = pytest.importorskip("numpy")
 
@@ -123,3 +126,76 @@ def test_loads_garbage_raises_serialization_error():
         loads(b"\x80\x05garbage")
     with pytest.raises(SerializationError):
         loads(b"")
+
+
+# ---- typed lists: a list of ints (64-bit) or floats travels as a native array ----------------
+
+_I64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+
+
+def _same(a: list, b: list) -> bool:
+    """Equal item by item, with the same exact types (and the same bits for floats)."""
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b, strict=True):
+        if type(x) is not type(y):
+            return False
+        if type(x) is float:
+            if struct.pack("<d", x) != struct.pack("<d", y):
+                return False
+        elif x != y:
+            return False
+    return True
+
+
+@given(st.lists(_I64, min_size=TYPED_MIN, max_size=300))
+def test_int_lists_travel_typed_and_come_back_equal(xs):
+    data = dumps(xs)
+    assert data[0] == 0x02 and data[1:2] == b"q"
+    assert len(data) == 8 + 8 * len(xs)
+    assert _same(loads(data), xs)
+
+
+@given(st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=TYPED_MIN,
+                max_size=300))
+def test_float_lists_travel_typed_bit_for_bit(xs):
+    data = dumps(xs)
+    assert data[1:2] == b"d"
+    assert _same(loads(data), xs)
+
+
+@pytest.mark.parametrize("xs", [
+    [1] * (TYPED_MIN - 1),                      # too short to bother
+    [1] * TYPED_MIN + [2**63],                  # one int beyond 64 bits, at the end
+    [-(2**63) - 1] + [1] * TYPED_MIN,           # ... or at the start
+    [1] * TYPED_MIN + [True],                   # a bool is not an int here
+    [True] * TYPED_MIN,
+    [1] * TYPED_MIN + [1.0],                    # mixed
+    [1.0] * TYPED_MIN + [1],
+    [1.0] * TYPED_MIN + [None],
+    [1] * TYPED_MIN + ["1"],
+], ids=lambda xs: f"{type(xs[0]).__name__}x{len(xs)}-{type(xs[-1]).__name__}")
+def test_other_lists_are_pickled_and_keep_their_types(xs):
+    data = dumps(xs)
+    assert data[0] == 0x80            # the plain pickle
+    assert _same(loads(data), xs)
+
+
+def test_int_subclasses_and_numpy_scalars_are_not_flattened():
+    np = pytest.importorskip("numpy")
+
+    class MyInt(int):
+        pass
+
+    for xs in ([MyInt(3)] * TYPED_MIN, [1] * TYPED_MIN + [MyInt(2)],
+               [np.int64(5)] * TYPED_MIN, [np.float64(0.5)] * TYPED_MIN):
+        out = loads(dumps(xs))
+        assert [type(x) for x in out] == [type(x) for x in xs]
+        assert out == xs
+
+
+def test_typed_list_inside_a_container_is_plain_pickle():
+    # only a top-level list is typed; nested ones are ordinary pickle, as before
+    obj = {"a": list(range(100))}
+    assert dumps(obj)[0] == 0x80
+    assert loads(dumps(obj)) == obj

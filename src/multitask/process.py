@@ -29,7 +29,6 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from multiprocessing import popen_fork, popen_forkserver, popen_spawn_posix
 from multiprocessing import process as _mpprocess_module
 from typing import TYPE_CHECKING, Any
 
@@ -84,29 +83,32 @@ class _LockedPollMixin:
             return super().poll(flag)  # type: ignore[misc]
 
 
-class _ForkPopen(_LockedPollMixin, popen_fork.Popen):
-    def __init__(self, process_obj: Any) -> None:
-        self._init_lock()
-        super().__init__(process_obj)
+_POPEN: dict[str, type] = {}
 
 
-class _SpawnPopen(_LockedPollMixin, popen_spawn_posix.Popen):
-    def __init__(self, process_obj: Any) -> None:
-        self._init_lock()
-        super().__init__(process_obj)
+def _popen_class(method: str) -> type | None:
+    """The Popen class for ``method``, built on first use: importing the forkserver and spawn
+    machinery (~10 ms: tempfile, shutil, runpy...) only when that method is used."""
+    cls = _POPEN.get(method)
+    if cls is not None:
+        return cls
+    if method == "fork":
+        from multiprocessing import popen_fork as mod
+    elif method == "spawn":
+        from multiprocessing import popen_spawn_posix as mod  # type: ignore[no-redef]
+    elif method == "forkserver":
+        from multiprocessing import popen_forkserver as mod  # type: ignore[no-redef]
+    else:
+        return None
 
+    class _Popen(_LockedPollMixin, mod.Popen):
+        def __init__(self, process_obj: Any) -> None:
+            self._init_lock()
+            super().__init__(process_obj)
 
-class _ForkServerPopen(_LockedPollMixin, popen_forkserver.Popen):
-    def __init__(self, process_obj: Any) -> None:
-        self._init_lock()
-        super().__init__(process_obj)
-
-
-_POPEN: dict[str, type] = {
-    "fork": _ForkPopen,
-    "spawn": _SpawnPopen,
-    "forkserver": _ForkServerPopen,
-}
+    _Popen.__name__ = _Popen.__qualname__ = f"_{method.capitalize()}Popen"
+    _POPEN[method] = _Popen
+    return _Popen
 
 
 def _registry_call(what: str, proc: Any) -> None:
@@ -216,7 +218,7 @@ class Process(_mpprocess_module.BaseProcess):
                                "(set daemon=False on the parent to let it start processes)")
         _spawn.check_nice_allowed(self._nice)
         method = self._start_method or _default_start_method()
-        popen_cls = _POPEN.get(method)
+        popen_cls = _popen_class(method)
         if popen_cls is None:
             raise ValueError(f"unknown start method {method!r}")
         # PR_SET_PDEATHSIG fires when the forking *thread* dies: only rely on it when we fork

@@ -66,7 +66,8 @@ from typing import Any
 from multitask._core import _ringbuf
 from multitask._core._errors import ClosedError, MultitaskError
 
-__all__ = ["Ring", "RingAttachError", "create_segment", "open_segment", "unlink_segment"]
+__all__ = ["Ring", "RingAttachError", "create_segment", "new_group", "open_segment",
+           "sweep_segments", "unlink_segment"]
 
 _ringbuf._set_closed_error(ClosedError)
 
@@ -105,11 +106,26 @@ _live_lock = threading.RLock()
 # fork child started before any tracker existed started a private one, which unlinked the child's
 # segments as soon as the child exited, unread (and the consumer's UNREGISTER to *its* tracker
 # printed ``KeyError``).  Names of no live ring here (``mt-s-...``) use this process's tracker.
+#
+# A ring created with ``group=`` has no home tracker: its token is the group (which starts with
+# ``UNTRACKED_MARK``) plus a suffix, and its segments are never registered.  Its owner promises the
+# crash clean-up instead -- the process backend's zygote, which outlives the pool's process by
+# design, sweeps every ``mt-<group>*`` name when that process dies.  (Starting the stdlib
+# tracker costs a fork+exec of a new interpreter: 5-15 ms of every first Pool() here, and ~20 ms
+# of CPU taken from the workers starting at the same time.)
 _tracker_fds: dict[str, list[int]] = {}   # ring token -> this process's fds on its home tracker
+UNTRACKED_MARK = "u"
+
+
+def new_group() -> str:
+    """A fresh name for a group of untracked rings (see ``Ring(group=...)``)."""
+    return UNTRACKED_MARK + os.urandom(4).hex()
 
 
 def _tracker_send(cmd: str, name: str) -> None:
     token = name[4:].partition("-")[0] if name.startswith("/mt-") else ""
+    if token.startswith(UNTRACKED_MARK):
+        return  # an untracked ring's owner sweeps its segments (Ring(tracked=False))
     msg = f"{cmd}:{name}:shared_memory\n".encode("ascii")
     with _live_lock:
         fds = _tracker_fds.get(token)
@@ -272,6 +288,11 @@ class Ring(_ringbuf.RingBase):
     ``qsize()``: exact count.  ``write_count``/``read_count``: messages ever committed/removed
     (``read_count`` moves atomically with the removal).
 
+    ``group=new_group()``: an untracked ring.  No resource tracker is started or told about its
+    segments; the caller takes over their clean-up after crashes, for every ring of the group at
+    once with ``sweep_segments("mt-" + group)`` (the process backend's zygote does).  Segments
+    left by dead producers are still swept by the last ``close()``.
+
     Thread safety: all methods may be called from several threads and processes at once.
     """
 
@@ -281,7 +302,7 @@ class Ring(_ringbuf.RingBase):
     on_discard: Any
 
     def __init__(self, capacity: int = 1 << 22, maxitems: int = 0, *,
-                 joinable: bool = False) -> None:
+                 joinable: bool = False, group: str | None = None) -> None:
         for label, value in (("capacity", capacity), ("maxitems", maxitems)):
             if not isinstance(value, int) or isinstance(value, bool):
                 raise TypeError(f"{label} must be an int, not {type(value).__name__}")
@@ -290,9 +311,14 @@ class Ring(_ringbuf.RingBase):
         if maxitems < 0:
             raise ValueError(f"maxitems must be >= 0, got {maxitems}")
         capacity = (capacity + 7) & ~7
-        import secrets
-
-        token = secrets.token_hex(4)
+        # (os.urandom, not secrets: that module imports hmac and hashlib, ~4 ms)
+        if group is None:
+            token = os.urandom(4).hex()
+        elif (len(group) != 9 or not group.startswith(UNTRACKED_MARK)
+              or not all(c in "0123456789abcdef" for c in group[1:])):
+            raise ValueError(f"group must come from new_group(), got {group!r}")
+        else:
+            token = group + os.urandom(2).hex()
         fd = os.memfd_create("mt-ring", os.MFD_CLOEXEC)
         try:
             os.ftruncate(fd, HEADER_SIZE + capacity)
@@ -300,7 +326,7 @@ class Ring(_ringbuf.RingBase):
         except BaseException:
             os.close(fd)
             raise
-        self._setup(fd, _home_tracker_fd())
+        self._setup(fd, _home_tracker_fd() if group is None else -1)
         self._attach(0)
 
     def _setup(self, fd: int, tfd: int) -> None:

@@ -20,7 +20,6 @@ What it fixes compared to the stdlib ``multiprocessing``:
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import math
 import os
 import select
@@ -28,7 +27,6 @@ import signal
 import sys
 import threading
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any, Protocol
 
 __all__ = [
@@ -42,7 +40,6 @@ __all__ = [
     "validate_nice",
 ]
 
-_PR_SET_PDEATHSIG = 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -50,19 +47,13 @@ _PR_SET_PDEATHSIG = 1
 # --------------------------------------------------------------------------------------------
 
 def _load_prctl() -> Any:
+    """``prctl(PR_SET_PDEATHSIG, sig)`` (from the ring's C module: no ctypes import on the path of
+    every pool's start), or None off Linux."""
     if not sys.platform.startswith("linux"):
         return None
-    try:
-        # CDLL(None): the interpreter's own symbols, libc among them (find_library would cost
-        # ~10 ms of regex compiling at every import of multitask).
-        libc = ctypes.CDLL(None, use_errno=True)
-        prctl = libc.prctl
-    except (OSError, AttributeError):
-        return None
-    prctl.restype = ctypes.c_int
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
-                      ctypes.c_ulong]
-    return prctl
+    from . import _ringbuf
+
+    return _ringbuf._set_pdeathsig
 
 
 _prctl = _load_prctl()
@@ -79,8 +70,9 @@ def set_parent_death_signal(expected_ppid: int, sig: int = signal.SIGKILL, *,
 
     Call it in a child, first thing.  ``expected_ppid`` is the pid of the parent the child must
     not outlive.  Never blocks; if the parent is *already* dead (it died between ``fork`` and
-    this call -- the classic race), the process exits at once with ``os._exit`` (status
-    ``128 + sig``) -- the signal cannot be "delivered late" by the kernel.
+    this call -- the classic race), the kernel will never send the signal, so the process sends
+    it to itself at once (running its handler, if ``sig`` has one) and exits with ``os._exit``
+    (status ``128 + sig``) if it is still alive after that (at once for SIGKILL).
 
     Mechanisms, in order of preference (``method`` forces one, for tests):
 
@@ -107,8 +99,9 @@ def set_parent_death_signal(expected_ppid: int, sig: int = signal.SIGKILL, *,
     sig = int(sig)
     if sig not in signal.valid_signals():
         raise ValueError(f"invalid signal number {sig}")
+    prctl = _prctl
     if method is None:
-        if _prctl is not None:
+        if prctl is not None:
             method = "prctl"
         elif sentinel is not None:
             method = "sentinel"
@@ -120,19 +113,17 @@ def set_parent_death_signal(expected_ppid: int, sig: int = signal.SIGKILL, *,
             method = "poll"
 
     if method == "prctl":
-        if _prctl is None:
+        if prctl is None:
             raise OSError("prctl(PR_SET_PDEATHSIG) is not available on this platform")
-        if _prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"prctl(PR_SET_PDEATHSIG) failed: {os.strerror(err)}")
+        prctl(sig)  # raises OSError itself
         # The race: the parent may have died before prctl took effect; we were then re-parented
         # (to init or a subreaper) and the kernel will never send the signal.
         if os.getppid() != expected_ppid:
-            os._exit(128 + sig)
+            _orphaned(sig)
         return
 
     if os.getppid() != expected_ppid:
-        os._exit(128 + sig)
+        _orphaned(sig)
     if method == "sentinel":
         if sentinel is None:
             raise ValueError("method='sentinel' needs a sentinel file descriptor")
@@ -143,7 +134,7 @@ def set_parent_death_signal(expected_ppid: int, sig: int = signal.SIGKILL, *,
         try:
             fd = os.pidfd_open(expected_ppid)  # type: ignore[attr-defined,unused-ignore]
         except ProcessLookupError:
-            os._exit(128 + sig)
+            _orphaned(sig)
         target = _watch_sentinel
         args = (fd, sig)
     elif method == "kqueue":
@@ -156,6 +147,15 @@ def set_parent_death_signal(expected_ppid: int, sig: int = signal.SIGKILL, *,
         raise ValueError(f"unknown parent-death method {method!r}")
     threading.Thread(target=target, args=args, name="multitask-parent-watch",
                      daemon=True).start()
+
+
+def _orphaned(sig: int) -> None:
+    """The parent died before the death signal was armed: deliver it now, as the kernel would
+    have (a handler runs inside ``os.kill``), then exit if the process survived it."""
+    if sig != signal.SIGKILL:
+        with contextlib.suppress(OSError):
+            os.kill(os.getpid(), sig)
+    os._exit(128 + sig)
 
 
 def _die(sig: int) -> None:
@@ -299,11 +299,17 @@ def check_nice_allowed(nice: int | None) -> None:
 # cpu_count
 # --------------------------------------------------------------------------------------------
 
-def _cgroup_quota(root: Path) -> float | None:
+def _read_text(path: str) -> str:
+    with open(path, encoding="ascii", errors="replace") as f:
+        return f.read()
+
+
+def _cgroup_quota(root: str) -> float | None:
     """CPUs allowed by the cgroup quota under ``root`` (v2 ``cpu.max`` or v1 CFS), or None."""
-    v2 = root / "cpu.max"
+    # os.path, not pathlib: pathlib's import (~5-15 ms) would land in every first Pool().
+    join = os.path.join
     try:
-        fields = v2.read_text().split()
+        fields = _read_text(join(root, "cpu.max")).split()
     except OSError:
         fields = []
     if fields:
@@ -316,10 +322,10 @@ def _cgroup_quota(root: Path) -> float | None:
             if quota > 0 and period > 0:
                 return quota / period
         return None
-    for v1dir in (root / "cpu", root / "cpu,cpuacct", root / "cpuacct,cpu", root):
+    for v1dir in (join(root, "cpu"), join(root, "cpu,cpuacct"), join(root, "cpuacct,cpu"), root):
         try:
-            quota = int((v1dir / "cpu.cfs_quota_us").read_text().strip())
-            period = int((v1dir / "cpu.cfs_period_us").read_text().strip())
+            quota = int(_read_text(join(v1dir, "cpu.cfs_quota_us")).strip())
+            period = int(_read_text(join(v1dir, "cpu.cfs_period_us")).strip())
         except (OSError, ValueError):
             continue
         if quota > 0 and period > 0:
@@ -341,7 +347,7 @@ def cpu_count(cgroup_root: str | os.PathLike[str] = "/sys/fs/cgroup") -> int:
         n = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         n = os.cpu_count() or 1
-    quota = _cgroup_quota(Path(cgroup_root))
+    quota = _cgroup_quota(os.fspath(cgroup_root))
     if quota is not None:
         n = min(n, math.ceil(quota))
     return max(1, n)

@@ -13,9 +13,13 @@ Zygote protocol (multiprocessing Connections):
     parent -> zygote   ("spawn", idx, inbound_ring)  |  ("kill", pid, signum)  |  ("killall",)
                        | ("exit",)
     zygote -> parent   ("started", idx, pid)  |  ("exited", idx, pid, exitcode)
-The zygote watches an "alive" pipe whose write end only the parent holds; EOF means the parent is
-gone (even SIGKILLed), and the zygote kills its workers and exits.  Workers get the parent-death
-signal from the zygote (single-threaded, so the thread caveat of PR_SET_PDEATHSIG cannot bite).
+The zygote watches an "alive" pipe whose write end only the parent holds, and gets SIGUSR1 from
+the kernel when the parent dies (PR_SET_PDEATHSIG); either way (even if the parent was SIGKILLed)
+it kills its workers, unlinks every shared-memory segment of the pool's rings still in /dev/shm
+(they are untracked: this is their crash clean-up) and exits.  It ignores SIGINT, SIGTERM and
+SIGHUP, which reach the whole process group, so that it outlives the pool's process.  Workers get
+SIGKILL as their parent-death signal from the zygote (single-threaded, so the thread caveat of
+PR_SET_PDEATHSIG cannot bite).
 
 The worker loop
 ---------------
@@ -237,19 +241,54 @@ def _exit_worker(inbound: Any, outbound: Any) -> None:
 # zygote
 # ---------------------------------------------------------------------------------------------
 
+# Sent to the zygote by the kernel when the pool's process dies (PR_SET_PDEATHSIG): handled, so
+# the zygote can kill its workers and sweep the pool's segments before it exits.
+_PARENT_DEATH_SIGNAL = signal.SIGUSR1
+
 def zygote_main(cmd: Any, report: Any, alive: Any, outbound: Any, slots: Any,
                 initializer: Any, initargs: tuple, nice: int | None, cpu_affinity: Any,
-                parent_pid: int) -> None:
+                parent_pid: int, group: str | None) -> None:
     """Fork, reap and report workers until told to exit or the parent dies."""
     import traceback  # noqa: F401 -- once here, so no worker pays for it at its first error
 
-    from .._core import _spawn
+    from .._core import _ring, _spawn
+
+    children: dict[int, int] = {}
+
+    def parent_gone(signum: int = 0, _frame: Any = None) -> None:
+        if signum and os.getppid() == parent_pid:
+            # PR_SET_PDEATHSIG fires when the *thread* that forked us exits: a Pool created in
+            # a thread that has since ended.  The pool's process is alive; carry on.
+            return
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for pid in list(children):
+            try:
+                os.waitpid(pid, 0)   # bounded: SIGKILLed
+            except ChildProcessError:
+                pass
+        # The pool's rings are untracked (Ring(group=...)): no resource tracker will unlink
+        # their segments after a crash, so we do, now that the pool's process is gone and our
+        # workers are dead -- nobody can read them any more.
+        # (group None: tracked rings, whose resource tracker does it.)
+        try:
+            if group is not None:
+                _ring.sweep_segments("mt-" + group)
+        finally:
+            os._exit(0)
 
     # Ctrl-C goes to the whole foreground process group; only the parent should see it
-    # (one KeyboardInterrupt, no worker tracebacks -- CPython gh-125886).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # (one KeyboardInterrupt, no worker tracebacks -- CPython gh-125886).  SIGTERM and SIGHUP
+    # sent to the whole group are ignored too, as the stdlib's resource tracker ignores them:
+    # the zygote must outlive the pool's process to clean up after it (it exits right after).
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
+    signal.signal(_PARENT_DEATH_SIGNAL, parent_gone)
     if os.getppid() == parent_pid:
-        _spawn.set_parent_death_signal(parent_pid, signal.SIGKILL)
+        _spawn.set_parent_death_signal(parent_pid, _PARENT_DEATH_SIGNAL)
     # else: started through a forkserver, whose death is not ours to follow; the "alive" pipe
     # below is what ties the zygote to the pool's process in every case.
     if nice is not None or cpu_affinity is not None:
@@ -263,7 +302,6 @@ def zygote_main(cmd: Any, report: Any, alive: Any, outbound: Any, slots: Any,
     sel.register(cmd, selectors.EVENT_READ, "cmd")
     sel.register(alive, selectors.EVENT_READ, "alive")
     sel.register(wake_r, selectors.EVENT_READ, "chld")
-    children: dict[int, int] = {}
     exiting = False
     my_pid = os.getpid()
 
@@ -291,16 +329,15 @@ def zygote_main(cmd: Any, report: Any, alive: Any, outbound: Any, slots: Any,
                 reap()
             elif what == "alive":
                 # The parent is gone: nobody will collect results; stop everything now.
-                for pid in children:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                os._exit(0)
+                parent_gone()
             else:
                 try:
                     msg = cmd.recv()
                 except (EOFError, OSError):
+                    # The parent died (EOF, or a ring it sent could not be attached: its fds
+                    # went with it), or it closed the pipe; the alive pipe tells which.
+                    if alive.poll(0):
+                        parent_gone()
                     msg = ("killall",)
                 op = msg[0]
                 if op == "spawn":
@@ -312,7 +349,9 @@ def zygote_main(cmd: Any, report: Any, alive: Any, outbound: Any, slots: Any,
                             os.close(wake_r)
                             os.close(wake_w)
                             signal.set_wakeup_fd(-1)
-                            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                            for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP,
+                                           _PARENT_DEATH_SIGNAL):
+                                signal.signal(signum, signal.SIG_DFL)
                             cmd.close()
                             report.close()
                             alive.close()

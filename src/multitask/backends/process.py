@@ -61,7 +61,7 @@ from .._core._errors import (
     TaskTimeoutError,
     WorkerDiedError,
 )
-from .._core._ring import Ring
+from .._core._ring import Ring, new_group
 from ..pool._jobs import MODE_CALL, MODE_ITEMS, Job, Redo, Task
 from . import Backend
 from ._slots import Slots
@@ -158,6 +158,8 @@ class _Batch:
         return self.msgs
 
 
+
+
 def _queued(w: _Worker) -> float:
     return w.queued
 
@@ -184,22 +186,27 @@ class ProcessBackend(Backend):
         self._timed_out: dict[int, tuple[int, float]] = {}   # pid -> (task id, timeout)
         self._watch_at = float("inf")   # when the watcher will next look at deadlines
         self._all_exited = threading.Event()
-        self._outbound = Ring(_OUTBOUND_CAPACITY)
-        self._leader: int | None = None     # thread ident of the caller reading results (lead)
-        # Out-of-band segments of task arguments are named after the result ring, which lives as
-        # long as the pool: whatever no worker consumed is swept when the pool's last user closes
-        # it (a worker ring's prefix would be swept with that worker, under a re-queued task).
-        self._spill_prefix = self._outbound.spill_prefix
-        self._slots = Slots(self.processes)
-        self._workers = [_Worker(i, Ring(_INBOUND_CAPACITY), self.maxtasksperchild)
-                         for i in range(self.processes)]
-
         method = self.context.get_start_method() if self.context is not None else "fork"
         # Forking a multi-threaded parent can deadlock the child on a lock another thread held
         # (gh-84559): the zygote is forked only when every other thread is one of multitask's
         # own (which hold no lock across a fork), and started through a forkserver otherwise.
         if method == "fork" and not _fork_is_safe():
             method = "forkserver"
+        # Forked zygote: untracked rings, all of one group.  No resource tracker is started for
+        # the pool (a fork+exec of a new interpreter in every first Pool()); after a crash the
+        # zygote sweeps the group's segments.  A zygote started by spawn or a forkserver could
+        # die before it knows anything (its parent killed while it starts up): tracked rings.
+        self._group = new_group() if method == "fork" else None
+        self._outbound = self._new_ring(_OUTBOUND_CAPACITY)
+        self._leader: int | None = None     # thread ident of the caller reading results (lead)
+        # Out-of-band segments of task arguments are named after the result ring, which lives as
+        # long as the pool: whatever no worker consumed is swept when the pool's last user closes
+        # it (a worker ring's prefix would be swept with that worker, under a re-queued task).
+        self._spill_prefix = self._outbound.spill_prefix
+        self._slots = Slots(self.processes)
+        self._workers = [_Worker(i, self._new_ring(_INBOUND_CAPACITY), self.maxtasksperchild)
+                         for i in range(self.processes)]
+
         mpctx: Any = multiprocessing.get_context(method)
         cmd_r, self._cmd = mpctx.Pipe(duplex=False)
         self._report, report_w = mpctx.Pipe(duplex=False)
@@ -207,7 +214,7 @@ class ProcessBackend(Backend):
         self._zygote = mpctx.Process(
             target=zygote_main, name="multitask-zygote", daemon=True,
             args=(cmd_r, report_w, alive_r, self._outbound, self._slots, self.initializer,
-                  self.initargs, self.nice, self.cpu_affinity, os.getpid()))
+                  self.initargs, self.nice, self.cpu_affinity, os.getpid(), self._group))
         self._zygote.start()
         _publish_zygote("register_process", self._zygote)
         cmd_r.close()
@@ -224,6 +231,9 @@ class ProcessBackend(Backend):
                                               name="multitask-watcher")
         self._result_thread.start()
         self._watch_thread.start()
+
+    def _new_ring(self, capacity: int) -> Ring:
+        return Ring(capacity, group=self._group)
 
     # -- submitting --------------------------------------------------------------------------
     def submit(self, job: Job) -> None:
@@ -637,7 +647,7 @@ class ProcessBackend(Backend):
                 self._closing and not self._pending and graceful)
             if replace:
                 self._replaced += 0 if graceful else 1
-                fresh = _Worker(idx, Ring(_INBOUND_CAPACITY), self.maxtasksperchild)
+                fresh = _Worker(idx, self._new_ring(_INBOUND_CAPACITY), self.maxtasksperchild)
                 fresh.tasks_done = 0
                 self._workers[idx] = fresh
                 try:
