@@ -87,7 +87,7 @@ def error_info(exc: BaseException, what: str | None = None) -> bytes:
     cannot unpickle it (its class is unknown there, its ``__reduce__`` raises...) still gets the
     type name, message and worker traceback: the outer layer holds only strings and bytes.
     """
-    import traceback  # imported by the zygote already (workers inherit it); lazy in the parent
+    import traceback  # the zygote imports it after its first workers; lazy in the parent
 
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     tname = f"{type(exc).__module__}.{type(exc).__qualname__}"
@@ -249,8 +249,6 @@ def zygote_main(cmd: Any, report: Any, alive: Any, outbound: Any, slots: Any,
                 initializer: Any, initargs: tuple, nice: int | None, cpu_affinity: Any,
                 parent_pid: int, group: str | None) -> None:
     """Fork, reap and report workers until told to exit or the parent dies."""
-    import traceback  # noqa: F401 -- once here, so no worker pays for it at its first error
-
     from .._core import _ring, _spawn
 
     children: dict[int, int] = {}
@@ -303,6 +301,7 @@ def zygote_main(cmd: Any, report: Any, alive: Any, outbound: Any, slots: Any,
     sel.register(alive, selectors.EVENT_READ, "alive")
     sel.register(wake_r, selectors.EVENT_READ, "chld")
     exiting = False
+    warm = False
     my_pid = os.getpid()
 
     def reap() -> None:
@@ -362,6 +361,11 @@ def zygote_main(cmd: Any, report: Any, alive: Any, outbound: Any, slots: Any,
                     children[pid] = idx
                     ring.close()
                     report.send(("started", idx, pid))
+                    if not warm and not cmd.poll(0):
+                        # Once the first workers are out (not before: it would delay them),
+                        # so that later ones do not each pay for it at their first error.
+                        import traceback  # noqa: F401
+                        warm = True
                 elif op == "kill":
                     _, pid, signum = msg
                     if pid in children:  # never signal a pid we have already reaped

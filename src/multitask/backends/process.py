@@ -174,6 +174,7 @@ class ProcessBackend(Backend):
         self._pending: collections.deque[Job | Redo] = collections.deque()
         self._starved: list[Job | Redo] = []
         self._closing = False
+        self._zygote_told = False   # the zygote was told to exit once its workers have
         self._terminated = False
         self._stopped = False
         self._broken: BaseException | None = None
@@ -644,7 +645,7 @@ class ProcessBackend(Backend):
             w.ring.close()
             graceful = exitcode == 0 and not failed
             replace = not self._terminated and self._broken is None and not (
-                self._closing and not self._pending and graceful)
+                self._closing and not self._pending and graceful) and not self._zygote_told
             if replace:
                 self._replaced += 0 if graceful else 1
                 fresh = _Worker(idx, self._new_ring(_INBOUND_CAPACITY), self.maxtasksperchild)
@@ -708,6 +709,17 @@ class ProcessBackend(Backend):
             if w.state in ("starting", "running") and not w.inflight and not w.quitting:
                 w.quitting = True
                 sends.puts.append((w, [b"Q"]))
+        if not self._zygote_told and all(
+                w.state == "dead" or (w.state == "running" and w.quitting and not w.inflight)
+                for w in self._workers):
+            # Every worker is on its way out with nothing left to run: no replacement can be
+            # needed any more, so the zygote may go as soon as it has reaped and reported them
+            # (overlapping its exit with theirs, instead of waiting for join()'s "exit").
+            self._zygote_told = True
+            try:
+                self._cmd.send(("exit",))
+            except OSError:
+                pass
 
     # -- watcher -----------------------------------------------------------------------------
     def _watch_loop(self) -> None:
@@ -850,7 +862,9 @@ class ProcessBackend(Backend):
             self._stopped = True
             graceful = not self._terminated
             self._terminated = True
-        if graceful:
+            tell = graceful and not self._zygote_told
+            self._zygote_told = True
+        if tell:
             try:
                 self._cmd.send(("exit",))
             except OSError:
