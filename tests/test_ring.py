@@ -593,3 +593,27 @@ def test_producer_wake_meant_for_a_sleeping_leader_is_not_lost():
     finally:
         r.close()
         th.join(5)
+
+
+# ---- untracked rings (Ring(group=...)): the pool's rings under fork --------------------------
+
+
+def test_group_rings_share_the_group_prefix_and_reject_bad_groups():
+    from multitask._core._ring import new_group
+
+    group = new_group()
+    assert group.startswith("u") and len(group) == 9
+    a, b = Ring(4096, group=group), Ring(4096, group=group)
+    try:
+        assert a.token.startswith(group) and b.token.startswith(group)
+        assert a.token != b.token
+        assert a.spill_prefix == f"mt-{a.token}-"
+        # a spilled message still travels (its segment is just not registered anywhere)
+        a.put(b"x" * 3000, None)
+        assert bytes(a.get(1.0)) == b"x" * 3000
+    finally:
+        a.close()
+        b.close()
+    for bad in ("", "u123", "x12345678", "uABCDEF01", "u1234567g", "u123456789"):
+        with pytest.raises(ValueError, match="group"):
+            Ring(4096, group=bad)
