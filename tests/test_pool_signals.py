@@ -36,13 +36,14 @@ CTRL_C_PROGRAM = textwrap.dedent("""
 """)
 
 
-def _wait_for_line(proc: subprocess.Popen, text: str, timeout: float = 60) -> None:
+def _wait_for_line(proc: subprocess.Popen, text: str, timeout: float = 60) -> str:
+    """The first line of ``proc``'s output that contains ``text``."""
     deadline = time.monotonic() + timeout
     assert proc.stdout is not None
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
         if text in line:
-            return
+            return line
         if not line and proc.poll() is not None:
             break
     raise AssertionError(f"{text!r} never printed")
@@ -154,15 +155,8 @@ def test_killed_parent_pool_segments_are_swept(tmp_path, start_method):
     proc = subprocess.Popen([sys.executable, str(script), start_method], stdout=subprocess.PIPE,
                             text=True)
     try:
-        assert proc.stdout is not None
-        line = ""
-        deadline = time.monotonic() + 60
-        while "READY" not in line and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line and proc.poll() is not None:
-                break
-        names = line.split()[1:]
-        assert len(names) == 3, line
+        names = _wait_for_line(proc, "READY").split()[1:]
+        assert len(names) == 3, names
         if start_method == "fork":   # a forked zygote: untracked rings, swept by the zygote
             assert all(n.startswith("mt-u") for n in names), names
         # (by spawn or forkserver, the rings are tracked: the resource tracker sweeps them)
