@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 
 import psutil
 import pytest
@@ -91,12 +93,25 @@ PARENT_PROGRAM = textwrap.dedent("""
 """)
 
 
-def test_killed_parent_leaves_no_workers(tmp_path, start_method):
+@contextlib.contextmanager
+def _parent(tmp_path, program: str, start_method: str) -> Iterator[subprocess.Popen]:
+    """Run ``program`` (a pool's parent, to be killed by the test); never leaves it running."""
     script = tmp_path / "parent.py"
-    script.write_text(PARENT_PROGRAM)
+    script.write_text(program)
     proc = subprocess.Popen([sys.executable, str(script), start_method], stdout=subprocess.PIPE,
                             text=True)
     try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
+
+
+def test_killed_parent_leaves_no_workers(tmp_path, start_method):
+    with _parent(tmp_path, PARENT_PROGRAM, start_method) as proc:
         _wait_for_line(proc, "READY")
         deadline = time.monotonic() + 20
         while True:
@@ -114,12 +129,6 @@ def test_killed_parent_leaves_no_workers(tmp_path, start_method):
         proc.wait(10)
         _gone, alive = psutil.wait_procs(workers, timeout=2.5)
         assert not alive, f"orphans survived the parent: {[a.pid for a in alive]}"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        assert proc.stdout is not None
-        proc.stdout.close()
 
 
 SWEEP_PROGRAM = textwrap.dedent("""
@@ -150,11 +159,7 @@ SWEEP_PROGRAM = textwrap.dedent("""
 def test_killed_parent_pool_segments_are_swept(tmp_path, start_method):
     """A forked zygote's rings are untracked (no resource tracker is started for the pool): the
     zygote unlinks their segments once the pool's process is gone."""
-    script = tmp_path / "sweep.py"
-    script.write_text(SWEEP_PROGRAM)
-    proc = subprocess.Popen([sys.executable, str(script), start_method], stdout=subprocess.PIPE,
-                            text=True)
-    try:
+    with _parent(tmp_path, SWEEP_PROGRAM, start_method) as proc:
         names = _wait_for_line(proc, "READY").split()[1:]
         assert len(names) == 3, names
         if start_method == "fork":   # a forked zygote: untracked rings, swept by the zygote
@@ -166,13 +171,7 @@ def test_killed_parent_pool_segments_are_swept(tmp_path, start_method):
         deadline = time.monotonic() + 10
         while any(os.path.exists(f"/dev/shm/{n}") for n in names):
             assert time.monotonic() < deadline, f"left in /dev/shm: {names}"
-            time.sleep(0.05)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        assert proc.stdout is not None
-        proc.stdout.close()
+            time.sleep(0.05)   # no event for a name leaving /dev/shm; bounded by the deadline
 
 
 class CountingCallable:
