@@ -596,6 +596,8 @@ class ProcessBackend(Backend):
         failed_items: list[tuple[Task, int, list[tuple[bool, Any]]]] = []
         discard: list[Any] = []
         with self._lock:
+            if self._stopped:
+                return   # released: every task was settled by terminate()
             w = self._workers[idx]
             # A worker that died before announcing itself is still the one of this slot: the
             # zygote runs one worker per slot at a time, and reports its exit only once.
@@ -851,7 +853,10 @@ class ProcessBackend(Backend):
             except OSError:
                 pass
             self._all_exited.set()
-        if threading.current_thread() not in (self._result_thread, self._watch_thread):
+        # Not from a thread that is settling results (the result thread, the watcher, a caller
+        # leading): _stop() joins the result thread and releases what that thread is using.
+        if (threading.current_thread() not in (self._result_thread, self._watch_thread)
+                and self._leader != threading.get_ident()):
             self._stop()
 
     def _stop(self) -> None:
