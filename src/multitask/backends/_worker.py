@@ -9,7 +9,12 @@ parent has a result thread and a watcher thread, and the user's program may have
 could deadlock on a lock some other thread held -- CPython gh-84559, gh-100228).  Under ``spawn``
 the zygote also makes replacements cheap: they are forks of a warm interpreter, not new ones.
 
+The zygote forks the *first* workers before anything else, from rings it is given as arguments
+(inherited under ``fork``: nothing to send, pickle or attach); later workers are asked for on the
+command pipe.  The parent meanwhile starts its threads: on two cores the two overlap.
+
 Zygote protocol (multiprocessing Connections):
+    (arguments)        the first workers' (idx, inbound_ring) pairs
     parent -> zygote   ("spawn", idx, inbound_ring)  |  ("kill", pid, signum)  |  ("killall",)
                        | ("exit",)
     zygote -> parent   ("started", idx, pid)  |  ("exited", idx, pid, exitcode)
@@ -237,6 +242,16 @@ def _exit_worker(inbound: Any, outbound: Any) -> None:
     os._exit(0)
 
 
+def _worker_signals() -> None:
+    """Signal dispositions of every worker: Ctrl-C is the parent's alone (one KeyboardInterrupt,
+    no worker tracebacks -- CPython gh-125886), SIGTERM and SIGHUP kill it, and nothing of the
+    zygote's signal plumbing (its wake-up fd and handlers) is kept."""
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, _PARENT_DEATH_SIGNAL):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 # ---------------------------------------------------------------------------------------------
 # zygote
 # ---------------------------------------------------------------------------------------------
@@ -247,8 +262,9 @@ _PARENT_DEATH_SIGNAL = signal.SIGUSR1
 
 def zygote_main(cmd: Any, report: Any, alive: Any, outbound: Any, slots: Any,
                 initializer: Any, initargs: tuple, nice: int | None, cpu_affinity: Any,
-                parent_pid: int, group: str | None) -> None:
-    """Fork, reap and report workers until told to exit or the parent dies."""
+                parent_pid: int, group: str | None, first: list[tuple[int, Any]]) -> None:
+    """Fork the ``first`` workers, then fork, reap and report workers until told to exit or
+    the parent dies."""
     from .._core import _ring, _spawn
 
     children: dict[int, int] = {}
@@ -291,6 +307,38 @@ def zygote_main(cmd: Any, report: Any, alive: Any, outbound: Any, slots: Any,
     # below is what ties the zygote to the pool's process in every case.
     if nice is not None or cpu_affinity is not None:
         _spawn.apply_child_settings(nice, cpu_affinity)
+    my_pid = os.getpid()
+    sel: selectors.BaseSelector | None = None
+    wake_r = wake_w = -1
+
+    def fork_worker(idx: int, ring: Any) -> None:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                if sel is not None:
+                    sel.close()
+                    os.close(wake_r)
+                    os.close(wake_w)
+                _worker_signals()
+                cmd.close()
+                report.close()
+                alive.close()
+                _spawn.set_parent_death_signal(my_pid, signal.SIGKILL)
+                worker_main(idx, ring, outbound, slots, initializer, initargs)
+            finally:
+                os._exit(1)
+        children[pid] = idx
+        ring.close()
+        report.send(("started", idx, pid))
+
+    # The first workers before anything else: they are what the pool's first result waits for.
+    for idx, ring in first:
+        fork_worker(idx, ring)
+    del first
+    # Once the first workers are out (not before: it would delay them), so that later ones do
+    # not each pay for it at their first error.
+    import traceback  # noqa: F401
+
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     os.set_blocking(wake_r, False)
@@ -301,8 +349,6 @@ def zygote_main(cmd: Any, report: Any, alive: Any, outbound: Any, slots: Any,
     sel.register(alive, selectors.EVENT_READ, "alive")
     sel.register(wake_r, selectors.EVENT_READ, "chld")
     exiting = False
-    warm = False
-    my_pid = os.getpid()
 
     def reap() -> None:
         while children:
@@ -315,6 +361,8 @@ def zygote_main(cmd: Any, report: Any, alive: Any, outbound: Any, slots: Any,
             idx = children.pop(pid, None)
             if idx is not None:
                 report.send(("exited", idx, pid, os.waitstatus_to_exitcode(status)))
+
+    reap()   # a first worker may have exited before SIGCHLD was watched
 
     while True:
         for key, _ in sel.select():
@@ -341,31 +389,7 @@ def zygote_main(cmd: Any, report: Any, alive: Any, outbound: Any, slots: Any,
                 op = msg[0]
                 if op == "spawn":
                     _, idx, ring = msg
-                    pid = os.fork()
-                    if pid == 0:
-                        try:
-                            sel.close()
-                            os.close(wake_r)
-                            os.close(wake_w)
-                            signal.set_wakeup_fd(-1)
-                            for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP,
-                                           _PARENT_DEATH_SIGNAL):
-                                signal.signal(signum, signal.SIG_DFL)
-                            cmd.close()
-                            report.close()
-                            alive.close()
-                            _spawn.set_parent_death_signal(my_pid, signal.SIGKILL)
-                            worker_main(idx, ring, outbound, slots, initializer, initargs)
-                        finally:
-                            os._exit(1)
-                    children[pid] = idx
-                    ring.close()
-                    report.send(("started", idx, pid))
-                    if not warm and not cmd.poll(0):
-                        # Once the first workers are out (not before: it would delay them),
-                        # so that later ones do not each pay for it at their first error.
-                        import traceback  # noqa: F401
-                        warm = True
+                    fork_worker(idx, ring)
                 elif op == "kill":
                     _, pid, signum = msg
                     if pid in children:  # never signal a pid we have already reaped

@@ -215,14 +215,13 @@ class ProcessBackend(Backend):
         self._zygote = mpctx.Process(
             target=zygote_main, name="multitask-zygote", daemon=True,
             args=(cmd_r, report_w, alive_r, self._outbound, self._slots, self.initializer,
-                  self.initargs, self.nice, self.cpu_affinity, os.getpid(), self._group))
+                  self.initargs, self.nice, self.cpu_affinity, os.getpid(), self._group,
+                  [(w.idx, w.ring) for w in self._workers]))
         self._zygote.start()
         _publish_zygote("register_process", self._zygote)
         cmd_r.close()
         report_w.close()
         alive_r.close()
-        for w in self._workers:
-            self._cmd.send(("spawn", w.idx, w.ring))
 
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
