@@ -166,6 +166,21 @@ def test_initializer_failure_fails_tasks_not_loop(ctx):
         p.apply(sq, (1,))
 
 
+def exit_at_once(code):
+    os._exit(code)
+
+
+@pytest.mark.parametrize("code", [7, 0])
+def test_worker_dying_in_initializer_breaks_the_pool(ctx, code):
+    # Every replacement would die the same way: the pool breaks instead of replacing forever.
+    with ctx.Pool(2, initializer=exit_at_once, initargs=(code,)) as p:
+        with pytest.raises(multitask.ProcessError,
+                           match=f"died while starting.*exit code {code}.*initializer"):
+            p.apply(sq, (1,))
+        with pytest.raises(multitask.ProcessError):
+            p.map(sq, range(4))
+
+
 def test_close_join_and_closed_errors(ctx):
     p = ctx.Pool(2)
     r = p.apply_async(sleepy, (0.2,))

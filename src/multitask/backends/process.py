@@ -96,7 +96,7 @@ class _Worker:
     """The parent's record of one worker slot (the slot index survives replacements)."""
 
     __slots__ = ("forget", "funcs", "idx", "inflight", "pid", "queued", "quitting", "quota",
-                 "ring", "started", "state", "tasks_done", "tasks_failed")
+                 "ready", "ring", "started", "state", "tasks_done", "tasks_failed")
 
     def __init__(self, idx: int, ring: Ring, quota: int | None) -> None:
         self.idx = idx
@@ -106,6 +106,7 @@ class _Worker:
         self.funcs: set[int] = set()     # function ids this worker has cached
         self.forget: list[int] = []      # ids it should drop (evicted from the parent's cache)
         self.state = "starting"
+        self.ready = False          # its own b"S" came: past the initializer, taking tasks
         self.tasks_done = 0
         self.tasks_failed = 0
         self.started = time.time()
@@ -484,10 +485,12 @@ class ProcessBackend(Backend):
             if kind == b"D":
                 _, idx, pid, code = _DIED.unpack_from(msg, 0)
                 self._on_death(idx, pid, code)
-            elif kind == b"S":
+            elif kind == b"S" or kind == b"P":
                 _, idx, pid = STARTED.unpack_from(msg, 0)
                 with self._lock:
                     w = self._workers[idx]
+                    if kind == b"S" and w.pid in (None, pid):
+                        w.ready = True
                     timed = False
                     if w.state == "starting":   # from the worker or the zygote, first wins
                         w.pid = pid
@@ -645,8 +648,24 @@ class ProcessBackend(Backend):
             w.state = "dead"
             w.ring.close()
             graceful = exitcode == 0 and not failed
+            # A worker that dies before it is ready (in the initializer, or killed while it
+            # starts) would only be replaced by one that dies the same way, for ever: a pool
+            # that never runs a task.  Broken instead, as when the initializer raises.
+            # (Before it is ready a worker exits only so: its own quit message comes later.)
+            died_starting: BaseException | None = None
+            if not w.ready and not self._terminated and self._broken is None:
+                how = f"exit code {exitcode}"
+                if exitcode < 0:
+                    try:
+                        how = f"killed by {signal.Signals(-exitcode).name}"
+                    except ValueError:
+                        how = f"killed by signal {-exitcode}"
+                died_starting = ProcessError(
+                    f"a worker (pid {pid}) died while starting, before it could take a task "
+                    f"({how}); the pool's initializer is the usual cause")
             replace = not self._terminated and self._broken is None and not (
-                self._closing and not self._pending and graceful) and not self._zygote_told
+                self._closing and not self._pending and graceful) and not self._zygote_told \
+                and died_starting is None
             if replace:
                 self._replaced += 0 if graceful else 1
                 fresh = _Worker(idx, self._new_ring(_INBOUND_CAPACITY), self.maxtasksperchild)
@@ -672,6 +691,8 @@ class ProcessBackend(Backend):
         self.notify_pool()
         if all_dead:
             self._all_exited.set()
+        if died_starting is not None:
+            self._break(died_starting)
 
     def _on_initializer_failed(self, body: memoryview) -> None:
         try:
@@ -740,7 +761,7 @@ class ProcessBackend(Backend):
                             sel.unregister(self._report)
                             continue
                         if msg[0] == "started":
-                            self._outbound.put(STARTED.pack(b"S", msg[1], msg[2]), None)
+                            self._outbound.put(STARTED.pack(b"P", msg[1], msg[2]), None)
                         elif msg[0] == "exited":
                             self._outbound.put(_DIED.pack(b"D", msg[1], msg[2], msg[3]), None)
                     elif key.data == "zygote":
