@@ -43,7 +43,9 @@ Outbound messages (all workers -> the pool's shared result ring)::
          status 0: the value (serialized); 1: the task raised -- a plain pickle of (serialized
          exception or None, traceback text, type name, message); 2: the result could not be
          serialized -- same shape
-    b"S" + pad + u32 worker index + i32 pid: the worker is up (sent before anything else)
+    b"S" + pad + u32 worker index + i32 pid: the worker is up and ready -- its initializer
+         has run (sent before anything else; the parent's watcher posts the same record as
+         b"P" from the zygote's "started" report, which only tells the pid)
     b"I" + pad + u32 worker index + serialized error info: the initializer raised
 
 Before running a task the worker writes its id and start time into its slot (``_slots``), and it
