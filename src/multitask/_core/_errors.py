@@ -82,6 +82,16 @@ class TaskTimeoutError(TimeoutError):
         return (_rebuild, (type(self), self.args, {"timeout": self.timeout, "pid": self.pid}))
 
 
+def signal_of(exitcode: int | None) -> _signal.Signals | None:
+    """The signal a ``Process.exitcode`` says killed the process (negative code), else None."""
+    if exitcode is None or exitcode >= 0:
+        return None
+    try:
+        return _signal.Signals(-exitcode)
+    except ValueError:
+        return None
+
+
 class WorkerDiedError(ProcessError):
     """The worker process running a task died before returning its result.
 
@@ -94,12 +104,7 @@ class WorkerDiedError(ProcessError):
                  exitcode: int | None = None) -> None:
         self.pid = pid
         self.exitcode = exitcode
-        self.signal: _signal.Signals | None = None
-        if exitcode is not None and exitcode < 0:
-            try:
-                self.signal = _signal.Signals(-exitcode)
-            except ValueError:
-                self.signal = None
+        self.signal = signal_of(exitcode)
         if message is None:
             how = (f"killed by {self.signal.name}" if self.signal is not None
                    else f"exited with code {exitcode}")

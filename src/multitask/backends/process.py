@@ -60,6 +60,7 @@ from .._core._errors import (
     SerializationError,
     TaskTimeoutError,
     WorkerDiedError,
+    signal_of,
 )
 from .._core._ring import Ring, new_group
 from ..pool._jobs import MODE_CALL, MODE_ITEMS, Job, Redo, Task
@@ -654,12 +655,8 @@ class ProcessBackend(Backend):
             # (Before it is ready a worker exits only so: its own quit message comes later.)
             died_starting: BaseException | None = None
             if not w.ready and not self._terminated and self._broken is None:
-                how = f"exit code {exitcode}"
-                if exitcode < 0:
-                    try:
-                        how = f"killed by {signal.Signals(-exitcode).name}"
-                    except ValueError:
-                        how = f"killed by signal {-exitcode}"
+                sig = signal_of(exitcode)
+                how = f"killed by {sig.name}" if sig is not None else f"exit code {exitcode}"
                 died_starting = ProcessError(
                     f"a worker (pid {pid}) died while starting, before it could take a task "
                     f"({how}); the pool's initializer is the usual cause")
