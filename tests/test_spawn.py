@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import psutil
@@ -217,6 +218,7 @@ class _FakePopen:
     def __init__(self, pid):
         self.pid = pid
         self.returncode = None
+        self.settled = threading.Event()  # set once returncode is stored
 
     def poll(self, flag=os.WNOHANG):
         if self.returncode is None:
@@ -226,6 +228,7 @@ class _FakePopen:
                 return None
             if pid == self.pid:
                 self.returncode = os.waitstatus_to_exitcode(sts)
+                self.settled.set()
         return self.returncode
 
 
@@ -235,9 +238,7 @@ def test_reaper_collects_raw_child():
         os._exit(5)
     popen = _FakePopen(pid)
     _spawn.reap_in_background(popen)
-    deadline = time.monotonic() + 5
-    while popen.returncode is None and time.monotonic() < deadline:
-        time.sleep(0.01)
+    assert popen.settled.wait(5)
     assert popen.returncode == 5
 
 
@@ -256,7 +257,10 @@ def test_reaper_gives_up_on_status_taken_by_someone_else():
     try:
         os.waitpid(pid, 0)  # usually wins: the reaper only reacts once the child has exited
     except ChildProcessError:
-        assert popen.returncode == 3  # the reaper was first, fine too
+        # the reaper was first, fine too; its waitpid may have returned a moment before it
+        # stores the code, so wait for the store rather than read returncode at once
+        assert popen.settled.wait(5)
+        assert popen.returncode == 3
     deadline = time.monotonic() + 5
     while _spawn.reaper_statistics()["watched"] and time.monotonic() < deadline:
         time.sleep(0.01)
