@@ -229,6 +229,7 @@ def test_multitask_pool_is_the_public_pool(n):
 
 
 CAUGHT_PROGRAM = textwrap.dedent("""
+    import faulthandler
     import sys
     import multitask as mp
 
@@ -237,6 +238,9 @@ CAUGHT_PROGRAM = textwrap.dedent("""
 
     if __name__ == "__main__":
         mp.set_start_method(sys.argv[1], force=True)
+        # if it ever hangs, every thread's stack goes to stderr (the assertion shows it) before
+        # the test's own 120 s timeout kills the program
+        faulthandler.dump_traceback_later(100, exit=True)
         n = 300_000
         with mp.Pool(2) as pool:
             it = pool.imap_unordered(inc, range(n), chunksize=1)
