@@ -14,6 +14,12 @@ Wire format of one message (what :func:`dumps` returns and :func:`loads` takes):
 
 Smaller buffers stay in-band: a segment costs a few syscalls, which only pays off for large data.
 
+* **arena out-of-band**: ``0x03`` + the same layout, naming a segment of the sender's
+  :class:`~multitask._core._arena.Arena` (a Pool's task arguments of at least ``ARENA_MIN``
+  bytes; offsets count the segment's 64-byte header).  :func:`loads` views it through a Lease
+  and leaves the name alone: when the returned arrays are gone the segment is free for the
+  sender's next message.
+
 * **typed list**: ``0x02`` + typecode (``q`` or ``d``) + 6 pad bytes + the items as native int64 /
   float64 -- a ``list`` of at least :data:`TYPED_MIN` items that are all exactly ``int`` (each
   fitting in 64 bits) or all exactly ``float``: what a ``map`` of numeric work returns.  Pickle
@@ -41,6 +47,7 @@ import pickle
 import struct
 from typing import Any
 
+from multitask._core._arena import ARENA_MIN, HEADER, Arena, lease, release
 from multitask._core._errors import SerializationError
 from multitask._core._ring import create_segment, new_segment_name, open_segment, unlink_segment
 from multitask._core._ringbuf import _pack_typed
@@ -52,6 +59,7 @@ OOB_THRESHOLD = 64 * 1024
 _ALIGN = 64
 _OOB = 0x01
 _TYPED = 0x02
+_ARENA = 0x03
 _TYPED_HEAD = 8
 #: A list of at least this many ints (or floats) travels as a typed array.
 TYPED_MIN = 32
@@ -111,10 +119,12 @@ def _pickle(obj: Any, bufs: list[pickle.PickleBuffer] | None,
 _SCALARS = frozenset({int, float, bool, str, complex, type(None)})
 
 
-def dumps(obj: Any, prefix: str | None = None) -> bytes:
+def dumps(obj: Any, prefix: str | None = None, arena: Arena | None = None) -> bytes:
     """Pickle ``obj`` (protocol 5), large buffers out-of-band in one shared-memory segment.
 
-    ``prefix`` (``"mt-..."``) names the segment; give a ring's ``spill_prefix``.  Does not block.
+    ``prefix`` (``"mt-..."``) names the segment; give a ring's ``spill_prefix``.  With an
+    ``arena`` (a Pool's task arguments), buffers totalling at least ``ARENA_MIN`` go into one of
+    its reused segments when it has room (an arena message).  Does not block.
     Raises :class:`SerializationError` (chained to the original error) if ``obj`` cannot be
     pickled even by cloudpickle, OSError if the segment cannot be created.
     """
@@ -147,10 +157,18 @@ def dumps(obj: Any, prefix: str | None = None) -> bytes:
     for r in raws:
         offsets.append(pos)
         pos += (r.nbytes + _ALIGN - 1) // _ALIGN * _ALIGN
-    name = new_segment_name(prefix or "mt-s-")
-    create_segment(name, raws, size=pos, offsets=offsets)
+    tag = _OOB
+    name = None
+    if arena is not None and pos >= ARENA_MIN:
+        name = arena.write(raws, offsets, pos)
+        if name is not None:
+            tag = _ARENA
+            offsets = [HEADER + o for o in offsets]
+    if name is None:
+        name = new_segment_name(prefix or "mt-s-")
+        create_segment(name, raws, size=pos, offsets=offsets)
     encoded = name.encode()
-    parts = [_HEAD.pack(_OOB, len(encoded)), encoded, _COUNT.pack(len(raws))]
+    parts = [_HEAD.pack(tag, len(encoded)), encoded, _COUNT.pack(len(raws))]
     parts.extend(_ENTRY.pack(o, r.nbytes, r.readonly) for o, r in zip(offsets, raws, strict=True))
     parts.append(data)
     return b"".join(parts)
@@ -184,16 +202,16 @@ def loads(data: bytes | bytearray | memoryview) -> Any:
             items = memoryview(data)[_TYPED_HEAD:]
             # the typecode byte: b"q" (int64) or b"d" (float64)
             return (items.cast("q") if data[1] == 0x71 else items.cast("d")).tolist()
-        if tag != _OOB:
+        if tag != _OOB and tag != _ARENA:
             return _pickle_loads(data)
     except Exception as exc:
         raise SerializationError(f"cannot unpickle message: {exc!r}") from exc
     name, entries, payload = _parse(data)
     try:
-        mm = open_segment(name, writable=True)
+        # an arena segment stays named (its owner fills it again once our Lease is gone)
+        whole = lease(name) if tag == _ARENA else memoryview(open_segment(name, writable=True))
     except FileNotFoundError as exc:
         raise SerializationError(f"shared-memory segment {name} of the message is gone") from exc
-    whole = memoryview(mm)
     buffers = []
     for off, length, readonly in entries:
         part = whole[off:off + length]
@@ -209,3 +227,6 @@ def discard(data: bytes | bytearray | memoryview) -> None:
     if data and data[0] == _OOB:
         name, _, _ = _parse(data)
         unlink_segment(name)
+    elif data and data[0] == _ARENA:
+        name, _, _ = _parse(data)
+        release(name)

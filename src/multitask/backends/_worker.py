@@ -168,10 +168,12 @@ def worker_main(idx: int, inbound: Any, outbound: Any, slots: Any, initializer: 
             put(head + pack_res(task_id, ST_RAISED, ITEM_ALL, len(body), t0, monotonic())
                 + body, None)
             return
-        for i, item in enumerate(items):
+        last = len(items) - 1
+        for i in range(last + 1):
             if i:
                 t0 = monotonic()
                 slot_set(idx, task_id, t0, i)
+            item = items[i]
             try:
                 value = fn(item)
             except BaseException as exc:
@@ -179,6 +181,8 @@ def worker_main(idx: int, inbound: Any, outbound: Any, slots: Any, initializer: 
             else:
                 status, body = encode(value)
                 value = None
+            if i == last:
+                items = item = None   # before the last result (an arena segment goes back)
             put(head + pack_res(task_id, status, i, len(body), t0, monotonic()) + body, None)
 
     # Announce ourselves through the result ring, so the parent knows our pid before any of our
@@ -203,6 +207,7 @@ def worker_main(idx: int, inbound: Any, outbound: Any, slots: Any, initializer: 
                         continue
                     t0 = monotonic()
                     slot_set(idx, task_id, t0)
+                    payload = None
                     try:
                         fn, payload = prepare(func_id, data)
                         if mode == MODE_CALL:
@@ -211,7 +216,12 @@ def worker_main(idx: int, inbound: Any, outbound: Any, slots: Any, initializer: 
                             value = list(map(fn, payload))
                         else:
                             value = [fn(*args) for args in payload]
+                        # the arguments go before the result does: an argument that came in an
+                        # arena segment is free for the parent's next task when it learns this
+                        # one is done
+                        payload = None
                     except BaseException as exc:
+                        payload = None
                         status, body = ST_RAISED, error_info(exc)
                     else:
                         status, body = encode(value)

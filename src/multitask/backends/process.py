@@ -52,6 +52,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .._core import _interrupts, _serialize
+from .._core._arena import Arena
 from .._core._errors import (
     ClosedError,
     ProcessError,
@@ -206,6 +207,9 @@ class ProcessBackend(Backend):
         # long as the pool: whatever no worker consumed is swept when the pool's last user closes
         # it (a worker ring's prefix would be swept with that worker, under a re-queued task).
         self._spill_prefix = self._outbound.spill_prefix
+        # Large task arguments (P5) go into reused segments: a worker's Lease hands each back
+        # when the arrays unpickled from it are gone (see _core/_arena.py).
+        self._arena = Arena(self._spill_prefix)
         self._slots = Slots(self.processes)
         self._workers = [_Worker(i, self._new_ring(_INBOUND_CAPACITY), self.maxtasksperchild)
                          for i in range(self.processes)]
@@ -250,7 +254,7 @@ class ProcessBackend(Backend):
         task = getattr(job, "task", None)
         if task is not None and task.wire is None:
             try:
-                task.wire = _serialize.dumps(task.data, self._spill_prefix)
+                task.wire = _serialize.dumps(task.data, self._spill_prefix, self._arena)
             except BaseException as exc:
                 raise _as_serialization_error(
                     exc, f"the arguments of {job.function_name}") from exc
@@ -319,7 +323,7 @@ class ProcessBackend(Backend):
             try:
                 fid, fmsgs = self._function_locked(job.fn, w)
                 if task.wire is None:
-                    task.wire = _serialize.dumps(task.data, self._spill_prefix)
+                    task.wire = _serialize.dumps(task.data, self._spill_prefix, self._arena)
             except BaseException as exc:
                 if job.mode == MODE_ITEMS and task.n > 1:
                     # One item of the group cannot cross: send them one by one, so that only
@@ -907,6 +911,7 @@ class ProcessBackend(Backend):
         self._release()
 
     def _release(self) -> None:
+        self._arena.close()
         for conn in (self._cmd, self._report, self._alive):
             try:
                 conn.close()
