@@ -132,7 +132,7 @@ def test_killed_parent_leaves_no_workers(tmp_path, start_method):
 
 
 SWEEP_PROGRAM = textwrap.dedent("""
-    import sys, time
+    import pickle, sys, time
     import multitask as mp
     from multitask._core import _ring
 
@@ -151,6 +151,9 @@ SWEEP_PROGRAM = textwrap.dedent("""
             name = _ring.new_segment_name(ring.spill_prefix)
             _ring.create_segment(name, [b"x" * 100_000])
             names.append(name.lstrip("/"))
+        # and a large argument waiting for a worker, in a segment of the pool's arena
+        pool.apply_async(forever, (pickle.PickleBuffer(bytearray(2_000_000)),))
+        names.extend(n.lstrip("/") for n in backend._arena._segments)
         print("READY", " ".join(names), flush=True)
         time.sleep(600)
 """)
@@ -161,7 +164,7 @@ def test_killed_parent_pool_segments_are_swept(tmp_path, start_method):
     zygote unlinks their segments once the pool's process is gone."""
     with _parent(tmp_path, SWEEP_PROGRAM, start_method) as proc:
         names = _wait_for_line(proc, "READY").split()[1:]
-        assert len(names) == 3, names
+        assert len(names) == 4, names
         if start_method == "fork":   # a forked zygote: untracked rings, swept by the zygote
             assert all(n.startswith("mt-u") for n in names), names
         # (by spawn or forkserver, the rings are tracked: the resource tracker sweeps them)
