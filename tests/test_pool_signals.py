@@ -281,3 +281,95 @@ def test_ctrl_c_caught_while_the_caller_reads_results_loses_nothing(tmp_path, st
             proc.kill()
             proc.wait()
     assert "DONE True 300000 True" in out, (out, err)
+
+
+# Plays a Ctrl-C at pseudo-random points where CPython checks for signals (a Python function's
+# entry, after each call, a backward jump) through the SIGINT handler in place, while the main
+# thread is in next(); only one call in two is traced, so every KeyboardInterrupt is followed by
+# progress.  Deterministic (seeded), unlike a real SIGINT, whose window can be a few bytecodes
+# wide: CI once hung when one landed as threading.Condition.__exit__ started in next() (the
+# iterator's lock stayed held; the caller and the result thread then blocked on it for ever).
+INJECTED_PROGRAM = """
+import dis, faulthandler, signal, sys
+import multitask as mp
+
+def inc(x):
+    return x + 1
+
+_INFO = {}
+def info(code):
+    d = _INFO.get(code)
+    if d is None:
+        ins = list(dis.get_instructions(code))
+        d = {a.offset: (a.opname, b.offset if b else -1) for a, b in zip(ins, ins[1:] + [None])}
+        _INFO[code] = d
+    return d
+
+class Injector:
+    def __init__(self, stride):
+        import random
+        self.rng = random.Random(stride)
+        self.stride = stride; self.prev = {}; self.fired = 0
+        self.left = self.rng.randint(0, 2 * stride)
+    def point(self):
+        self.left -= 1
+        if self.left < 0:
+            self.left = self.rng.randint(0, 2 * self.stride)
+            self.fired += 1
+            signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+    def glob(self, frame, event, arg):
+        if event == "call":
+            frame.f_trace_opcodes = True
+            self.point()
+            return self.local
+        return None
+    def local(self, frame, event, arg):
+        if event == "opcode":
+            p = self.prev.get(frame)
+            if p is not None and p[1] == frame.f_lasti and (
+                    p[0] in ("CALL", "CALL_FUNCTION_EX")
+                    or ("BACKWARD" in p[0] and "NO_INTERRUPT" not in p[0])):
+                self.point()
+            self.prev[frame] = info(frame.f_code).get(frame.f_lasti, ("?", -1))
+        return self.local
+
+if __name__ == "__main__":
+    method, ordered, stride = sys.argv[1], sys.argv[2] == "ordered", int(sys.argv[3])
+    mp.set_start_method(method, force=True)
+    faulthandler.dump_traceback_later(60, exit=True)
+    n = 20_000
+    inj = Injector(stride)
+    with mp.Pool(2) as pool:
+        it = (pool.imap if ordered else pool.imap_unordered)(inc, range(n), chunksize=1)
+        got = []
+        last = 0
+        while True:
+            try:
+                skip = inj.fired != last; last = inj.fired
+                if not skip:
+                    sys.settrace(inj.glob)
+                try:
+                    x = next(it)
+                finally:
+                    sys.settrace(None)
+                got.append(x)
+            except KeyboardInterrupt:
+                pass
+            except StopIteration:
+                break
+        want = list(range(1, n + 1))
+        ok = (got if ordered else sorted(got)) == want
+        print("DONE", inj.fired, len(got), ok, flush=True)
+"""
+
+
+@pytest.mark.parametrize("ordered", ["ordered", "unordered"])
+def test_ctrl_c_at_any_signal_check_in_next_loses_nothing(tmp_path, ordered):
+    script = tmp_path / "inject.py"
+    script.write_text(INJECTED_PROGRAM)
+    proc = subprocess.run([sys.executable, str(script), "fork", ordered, "40"],
+                          capture_output=True, text=True, timeout=150)
+    words = proc.stdout.split()
+    assert words[:1] == ["DONE"] and words[2:] == ["20000", "True"], (proc.stdout,
+                                                                      proc.stderr[-5000:])
+    assert int(words[1]) > 100, proc.stdout   # Ctrl-Cs were played

@@ -462,9 +462,12 @@ class ProcessBackend(Backend):
         except ClosedError:
             pass   # the pool shut down while we waited: the caller finds its result settled
         finally:
+            # The gate first, in one C call: a Ctrl-C raised in this finally (CPython checks
+            # after every call, e.g. threading.get_ident()) would skip what follows it, and a
+            # gate left held makes the result thread sleep while every other caller waits.
+            ring._lead_release()
             if self._leader == threading.get_ident():
                 self._leader = None
-            ring._lead_release()
         return True
 
     def kick(self) -> None:

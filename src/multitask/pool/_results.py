@@ -281,7 +281,13 @@ class IMapIterator(Iterator[T]):
 
     def __init__(self, ordered: bool, pool_ref: Any = None) -> None:
         self._ordered = ordered
-        self._cond = threading.Condition(threading.Lock())
+        # Critical sections take ``_lock`` itself (``with self._lock``), never the Condition: a
+        # Condition's __enter__/__exit__ are Python functions, where CPython checks for a pending
+        # Ctrl-C on entry -- a KeyboardInterrupt raised as __exit__ starts would leave the lock
+        # held for ever (every later next(), and the thread delivering results, block on it).
+        # A Lock's own __enter__/__exit__ are C: nothing can run between them and the with.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._ready: collections.deque[tuple[bool, Any, int]] = collections.deque()
         self._by_start: dict[int, tuple[bool, Any, int]] = {}
         self._next_start = 0
@@ -291,15 +297,20 @@ class IMapIterator(Iterator[T]):
         self._yielded = 0                   # items yielded or skipped (failed chunks)
         self._pool_ref = pool_ref
         self._unretrieved: list[BaseException] = []
+        # next()'s held-back regions need multitask's SIGINT handler in place; lead() installs
+        # it, but a consumer that never has to wait never leads (a Ctrl-C would then drop a
+        # chunk popped off _ready).  A no-op outside the main thread.
+        if pool_ref is not None:
+            _interrupts.install()
 
     def _set_length(self, n: int) -> None:
-        with self._cond:
+        with self._lock:
             self._length = n
             self._cond.notify_all()
         self._kick()
 
     def _deliver(self, start: int, ok: bool, values: Any, n: int) -> bool:
-        with self._cond:
+        with self._lock:
             if self._ordered:
                 self._by_start[start] = (ok, values, n)
                 while self._next_start in self._by_start:
@@ -340,11 +351,11 @@ class IMapIterator(Iterator[T]):
             if not self._available() and self._pool_ref is not None:
                 # Read the pool's results in this thread while waiting (leader/follower).
                 self._pool_ref._lead(self._available, deadline)
-            # A Ctrl-C is held back from here to inside the with block: raised between the lock's
-            # acquire and the with statement taking hold, it would leave the lock held forever
-            # (the result thread then blocks delivering, and so does every later next()).
+            # A Ctrl-C is held back while this thread waits for the lock (the thread delivering
+            # results holds it only briefly) and is raised inside the with block, which
+            # releases the lock however it is left (see __init__).
             _interrupts.enter()
-            with self._cond:
+            with self._lock:
                 _interrupts.end()
                 while not self._ready:
                     if self._length is not None and self._yielded >= self._length:
