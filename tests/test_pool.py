@@ -257,6 +257,48 @@ def test_lambdas_and_closures(ctx):
         assert p.submit(lambda: "hi").result(30) == "hi"
 
 
+MAIN_FUNCTIONS_PROGRAM = """
+import sys
+import multitask as mp
+
+def before(x):
+    return x + 1
+
+def rebound(x):
+    return "old"
+
+if __name__ == "__main__":
+    method = sys.argv[1]
+    with mp.get_context(method).Pool(2) as pool:
+        first = pool.apply(before, (1,))
+        by_reference = "cloudpickle" not in sys.modules
+
+        def rebound(x):            # noqa: F811 -- a new function under the old name
+            return "new"
+
+        def after(x):              # not in the workers' __main__ (made after the pool)
+            return x * 2
+
+        print("OK", first, by_reference, pool.apply(rebound, (0,)), pool.apply(after, (3,)),
+              flush=True)
+"""
+
+
+def test_main_functions_by_reference_only_when_the_workers_have_them(tmp_path, start_method):
+    """Under fork, a __main__ function the workers inherited goes by reference (as the stdlib
+    sends it; no cloudpickle); one defined or rebound after the pool started goes by value."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "mainfns.py"
+    script.write_text(MAIN_FUNCTIONS_PROGRAM)
+    out = subprocess.run([sys.executable, str(script), start_method], capture_output=True,
+                         text=True, timeout=120)
+    by_reference = "True" if start_method == "fork" else "False"
+    assert out.stdout.split() == ["OK", "2", by_reference, "new", "6"], (out.stdout,
+                                                                         out.stderr[-3000:])
+
+
 def test_statistics_snapshot(pool):
     pool.map(sq, range(1000))
     r = pool.apply_async(sleepy, (1.0,))

@@ -94,7 +94,7 @@ def error_info(exc: BaseException, what: str | None = None) -> bytes:
     cannot unpickle it (its class is unknown there, its ``__reduce__`` raises...) still gets the
     type name, message and worker traceback: the outer layer holds only strings and bytes.
     """
-    import traceback  # the zygote imports it after its first workers; lazy in the parent
+    import traceback  # the zygote imports it before a replacement; lazy elsewhere
 
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     tname = f"{type(exc).__module__}.{type(exc).__qualname__}"
@@ -347,9 +347,6 @@ def zygote_main(cmd: Any, report: Any, alive: Any, outbound: Any, slots: Any,
     for idx, ring in first:
         fork_worker(idx, ring)
     del first
-    # Once the first workers are out (not before: it would delay them), so that later ones do
-    # not each pay for it at their first error.
-    import traceback  # noqa: F401
 
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
@@ -401,6 +398,11 @@ def zygote_main(cmd: Any, report: Any, alive: Any, outbound: Any, slots: Any,
                 op = msg[0]
                 if op == "spawn":
                     _, idx, ring = msg
+                    # Imported here once, so that replacement workers do not each pay ~5 ms
+                    # for it at their first error; not at start-up, where it would take CPU
+                    # from the first workers while they run the pool's first tasks.
+                    import traceback  # noqa: F401
+
                     fork_worker(idx, ring)
                 elif op == "kill":
                     _, pid, signum = msg

@@ -46,6 +46,7 @@ import pickle
 import selectors
 import signal
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -201,6 +202,11 @@ class ProcessBackend(Backend):
         # zygote sweeps the group's segments.  A zygote started by spawn or a forkserver could
         # die before it knows anything (its parent killed while it starts up): tracked rings.
         self._group = new_group() if method == "fork" else None
+        # A forked zygote (and every worker it forks) has __main__ as it is now: functions
+        # bound there now can be sent by reference, not by value (cloudpickle costs ~25 ms to
+        # import, in the parent and in every worker, for a script's first task).
+        main = sys.modules.get("__main__")
+        self._main_now: dict[str, Any] = dict(vars(main)) if method == "fork" and main else {}
         self._outbound = self._new_ring(_OUTBOUND_CAPACITY)
         self._leader: int | None = None     # thread ident of the caller reading results (lead)
         # Out-of-band segments of task arguments are named after the result ring, which lives as
@@ -380,7 +386,7 @@ class ProcessBackend(Backend):
         msgs: list[bytes] = []
         if entry is None or entry[0] is not fn:
             self._func_ids += 1
-            entry = (fn, self._func_ids, _dumps_function(fn))
+            entry = (fn, self._func_ids, _dumps_function(fn, self._main_now))
             self._funcs[key] = entry
             if len(self._funcs) > _FUNC_CACHE:
                 old_key, (_, old_id, _) = self._funcs.popitem(last=False)
@@ -976,15 +982,17 @@ def _fork_is_safe() -> bool:
     return all(t is me or t.name.startswith("multitask-") for t in threading.enumerate())
 
 
-def _dumps_function(fn: Any) -> bytes:
+def _dumps_function(fn: Any, main_at_fork: dict[str, Any]) -> bytes:
     """Functions importable by name are sent by reference; the rest by value (cloudpickle).
 
-    ``__main__`` functions go by value too: a worker's ``__main__`` is a snapshot from when the
-    pool started (or, under spawn, a re-import), so a function defined later would be missing.
+    ``__main__`` functions go by value too -- a worker's ``__main__`` is a snapshot from when
+    the pool started (or, under spawn, a re-import), so a function defined later would be
+    missing -- unless ``main_at_fork`` (``__main__``'s names when a forked zygote was made)
+    shows the worker has this very function under its name.
     """
     module = getattr(fn, "__module__", None)
     qualname = getattr(fn, "__qualname__", "")
-    if module != "__main__" and "<" not in qualname:
+    if "<" not in qualname and (module != "__main__" or main_at_fork.get(qualname) is fn):
         try:
             return pickle.dumps(fn, protocol=5)
         except Exception:
