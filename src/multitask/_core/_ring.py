@@ -226,9 +226,11 @@ def open_segment(name: str, writable: bool = False) -> Any:
     fd = _posixshmem.shm_open(name, os.O_RDWR if writable else os.O_RDONLY, 0o600)
     try:
         size = os.fstat(fd).st_size
-        flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+        # No MAP_POPULATE: the reader's first touch faults pages in 16 at a time (fault-around),
+        # which costs less than populating up front (100 MB, mapped then summed: ~19 ms against
+        # ~25 ms here), and nothing for pages never read.
         prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
-        mm = mmap.mmap(fd, size, flags=flags, prot=prot)
+        mm = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=prot)
     finally:
         os.close(fd)
         unlink_segment(name)
