@@ -214,15 +214,11 @@ class Arena:
             self._segments[seg.name] = seg
             self._bytes += capacity
             self.created += 1
-            with _owned_lock:
-                _owned[seg.name] = self
             return seg, True
 
     def _drop_locked(self, seg: _Segment) -> None:
         del self._segments[seg.name]
         self._bytes -= seg.capacity
-        with _owned_lock:
-            _owned.pop(seg.name, None)
         unlink_segment(seg.name)
         seg.ready.wait(_MAP_WAIT)
         if seg.mm is not None:
@@ -230,17 +226,6 @@ class Arena:
                 seg.mm.close()
             except BufferError:
                 pass   # a copy into it is under way (close() racing a send): unmapped when done
-
-    def release(self, name: str) -> bool:
-        """Mark segment ``name`` free again if it is this arena's (its message will not be read:
-        discarded, or its receiver died).  True if it was this arena's."""
-        with self._lock:
-            seg = self._segments.get(name)
-            if seg is None:
-                return False
-            if seg.state() is not None:
-                _state(seg.mm, 0, BUSY, FREE)
-            return True
 
     def close(self) -> None:
         """Retire and unlink every segment (receivers still using one keep their mapping).
@@ -265,10 +250,6 @@ class Arena:
             return {"segments": len(self._segments), "bytes": self._bytes, "busy": busy,
                     "created": self.created, "reused": self.reused}
 
-
-# Which arena owns a segment name, for release() of a message that will not be read.
-_owned: dict[str, Arena] = {}
-_owned_lock = threading.Lock()
 
 # ---- the receiving side --------------------------------------------------------------------
 
@@ -315,11 +296,8 @@ def lease(name: str) -> memoryview:
 
 
 def release(name: str) -> None:
-    """Free arena segment ``name`` whose message will not be read (never blocks)."""
-    with _owned_lock:
-        arena = _owned.get(name)
-    if arena is not None and arena.release(name):
-        return
+    """Free arena segment ``name`` whose message will not be read (it was discarded, or its
+    receiver died): busy -> free through a mapping of its own.  Never blocks."""
     try:
         mm = _open(name)
     except FileNotFoundError:
@@ -329,13 +307,11 @@ def release(name: str) -> None:
 
 
 def _reset_after_fork() -> None:
-    # A forked child owns none of the parent's segments, and drops its copies of the parent's
-    # mappings; the locks are new (another thread may have held one at the fork).
-    global _owned_lock, _mapped_lock
-    _owned_lock = threading.Lock()
+    # A forked child drops its copies of the parent's mappings; the lock is new (another thread
+    # may have held it at the fork).
+    global _mapped_lock
     _mapped_lock = threading.Lock()
     _mapped.clear()
-    _owned.clear()
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)
