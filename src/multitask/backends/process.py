@@ -49,6 +49,7 @@ import struct
 import sys
 import threading
 import time
+import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -205,8 +206,13 @@ class ProcessBackend(Backend):
         # A forked zygote (and every worker it forks) has __main__ as it is now: functions
         # bound there now can be sent by reference, not by value (cloudpickle costs ~25 ms to
         # import, in the parent and in every worker, for a script's first task).
+        # Only the functions: a copy of every global would keep alive, for the pool's lifetime,
+        # data the script rebinds or deletes after Pool() (a function already holds
+        # __main__'s namespace, so keeping it costs nothing more).
         main = sys.modules.get("__main__")
-        self._main_now: dict[str, Any] = dict(vars(main)) if method == "fork" and main else {}
+        self._main_now: dict[str, Any] = {
+            k: v for k, v in vars(main).items() if isinstance(v, types.FunctionType)
+        } if method == "fork" and main else {}
         self._outbound = self._new_ring(_OUTBOUND_CAPACITY)
         self._leader: int | None = None     # thread ident of the caller reading results (lead)
         # Out-of-band segments of task arguments are named after the result ring, which lives as
