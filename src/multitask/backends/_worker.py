@@ -207,7 +207,6 @@ def worker_main(idx: int, inbound: Any, outbound: Any, slots: Any, initializer: 
                         continue
                     t0 = monotonic()
                     slot_set(idx, task_id, t0)
-                    payload = None
                     try:
                         fn, payload = prepare(func_id, data)
                         if mode == MODE_CALL:
@@ -216,16 +215,15 @@ def worker_main(idx: int, inbound: Any, outbound: Any, slots: Any, initializer: 
                             value = list(map(fn, payload))
                         else:
                             value = [fn(*args) for args in payload]
-                        # the arguments go before the result does: an argument that came in an
-                        # arena segment is free for the parent's next task when it learns this
-                        # one is done
-                        payload = None
                     except BaseException as exc:
-                        payload = None
                         status, body = ST_RAISED, error_info(exc)
                     else:
                         status, body = encode(value)
                         value = None
+                    # the arguments go before the result does: an argument that came in an
+                    # arena segment is free for the parent's next task when it learns this one
+                    # is done
+                    payload = None
                     t1 = monotonic()
                     put(head + pack_res(task_id, status, 0, len(body), t0, t1) + body, None)
             elif kind == b"F":
