@@ -410,3 +410,23 @@ def _alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def who_am_i(_=None):
+    import multiprocessing
+
+    me, parent = multiprocessing.current_process(), multiprocessing.parent_process()
+    return me.name, me.daemon, me.pid == os.getpid(), parent.pid, parent.is_alive()
+
+
+def test_workers_have_names_and_know_their_parent(ctx, start_method):
+    """As the stdlib: current_process() in a worker is a daemon named "<Method>PoolWorker-<n>",
+    parent_process() is the pool's process (not the zygote that forked it)."""
+    prefix = {"fork": "Fork", "spawn": "Spawn", "forkserver": "ForkServer"}[start_method]
+    with ctx.Pool(2) as pool:
+        seen = set(pool.map(who_am_i, range(40), chunksize=1))
+        pool.close()
+        pool.join()
+    names = {s[0] for s in seen}
+    assert names <= {f"{prefix}PoolWorker-1", f"{prefix}PoolWorker-2"} and names
+    assert all(s[1:] == (True, True, os.getpid(), True) for s in seen)

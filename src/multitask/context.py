@@ -22,7 +22,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from multiprocessing import reduction as _reduction
-from multiprocessing import util as _util
 from typing import Any
 
 from . import process
@@ -192,12 +191,16 @@ class Context:
     @staticmethod
     def get_logger() -> Any:
         """The ``multiprocessing`` logger (shared with the stdlib)."""
-        return _util.get_logger()
+        from multiprocessing import util  # imported on use: it imports subprocess (~2 ms)
+
+        return util.get_logger()
 
     @staticmethod
     def log_to_stderr(level: int | None = None) -> Any:
         """Turn on logging of the ``multiprocessing`` logger to stderr."""
-        return _util.log_to_stderr(level)
+        from multiprocessing import util
+
+        return util.log_to_stderr(level)
 
     @staticmethod
     def allow_connection_pickling() -> None:

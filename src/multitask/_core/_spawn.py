@@ -30,6 +30,7 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 __all__ = [
+    "adopt_identity",
     "apply_child_settings",
     "cpu_count",
     "parent_death_signal_supported",
@@ -40,6 +41,47 @@ __all__ = [
     "validate_nice",
 ]
 
+
+
+# --------------------------------------------------------------------------------------------
+# Identity of a child not started by multiprocessing.Process
+# --------------------------------------------------------------------------------------------
+
+def adopt_identity(name: str, parent_name: str, parent_pid: int,
+                   parent_sentinel: int | None, *, after_fork: bool) -> None:
+    """Make ``multiprocessing.current_process()`` in this (forked) child a daemonic process
+    called ``name`` whose ``parent_process()`` is ``parent_pid``, as ``Process._bootstrap``
+    does for the stdlib's children.  ``parent_sentinel``: an fd that hits EOF when the parent
+    dies (``parent_process().is_alive()``).
+
+    ``after_fork``: also do the rest of the stdlib's child start-up -- stdin to ``/dev/null``,
+    the native thread id, and ``multiprocessing.util``'s after-fork hooks (objects such as the
+    stdlib's locks reset themselves there).  Those hooks are run only if ``multiprocessing.util``
+    is already imported: if it is not, nothing registered one, and importing it costs ~2 ms.
+    Never blocks.
+    """
+    import itertools
+    from multiprocessing import process as mpp
+
+    mpp._process_counter = itertools.count(1)  # type: ignore[attr-defined]
+    mpp._children = set()  # type: ignore[attr-defined]
+    me = mpp.BaseProcess(name=name, daemon=True)
+    mpp._current_process = me  # type: ignore[attr-defined]
+    mpp._parent_process = mpp._ParentProcess(  # type: ignore[attr-defined]
+        parent_name, parent_pid, parent_sentinel)
+    if not after_fork:
+        return
+    if sys.stdin is not None:
+        try:
+            sys.stdin.close()
+            sys.stdin = open(os.devnull)  # noqa: SIM115 -- replaces stdin for the process
+        except (OSError, ValueError):
+            pass
+    threading.main_thread()._set_native_id()  # type: ignore[attr-defined]
+    util = sys.modules.get("multiprocessing.util")
+    if util is not None:
+        util._finalizer_registry.clear()  # type: ignore[attr-defined]
+        util._run_after_forkers()  # type: ignore[attr-defined]
 
 
 # --------------------------------------------------------------------------------------------

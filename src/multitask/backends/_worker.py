@@ -272,12 +272,29 @@ _PARENT_DEATH_SIGNAL = signal.SIGUSR1
 
 def zygote_main(cmd: Any, report: Any, alive: Any, outbound: Any, slots: Any,
                 initializer: Any, initargs: tuple, nice: int | None, cpu_affinity: Any,
-                parent_pid: int, group: str | None, first: list[tuple[int, Any]]) -> None:
+                parent_pid: int, group: str | None, first: list[tuple[int, Any]],
+                parent_name: str = "MainProcess", worker_prefix: str = "PoolWorker",
+                bootstrap: bool = False) -> None:
     """Fork the ``first`` workers, then fork, reap and report workers until told to exit or
-    the parent dies."""
+    the parent dies.
+
+    ``bootstrap``: the zygote was forked directly (``_channel.ForkedChild``), not started by
+    ``multiprocessing.Process``, and does the stdlib's child set-up itself.  Workers are named
+    ``f"{worker_prefix}-{slot + 1}"`` (``multiprocessing.current_process().name``)."""
     from .._core import _ring, _spawn
 
+    if bootstrap:
+        _spawn.adopt_identity("multitask-zygote", parent_name, parent_pid, alive.fileno(),
+                              after_fork=True)
     children: dict[int, int] = {}
+
+    def tell(msg: tuple[Any, ...]) -> None:
+        # The pool's process may stop listening (it closes its end once it has seen its
+        # workers exit): nothing is lost then, and the zygote must not die of it.
+        try:
+            report.send(msg)
+        except OSError:
+            pass
 
     def parent_gone(signum: int = 0, _frame: Any = None) -> None:
         if signum and os.getppid() == parent_pid:
@@ -332,14 +349,16 @@ def zygote_main(cmd: Any, report: Any, alive: Any, outbound: Any, slots: Any,
                 _worker_signals()
                 cmd.close()
                 report.close()
-                alive.close()
+                # ``alive`` stays open: parent_process().is_alive() of the worker watches it
+                _spawn.adopt_identity(f"{worker_prefix}-{idx + 1}", parent_name, parent_pid,
+                                      alive.fileno(), after_fork=False)
                 _spawn.set_parent_death_signal(my_pid, signal.SIGKILL)
                 worker_main(idx, ring, outbound, slots, initializer, initargs)
             finally:
                 os._exit(1)
         children[pid] = idx
         ring.close()
-        report.send(("started", idx, pid))
+        tell(("started", idx, pid))
 
     # The first workers before anything else: they are what the pool's first result waits for.
     for idx, ring in first:
@@ -367,7 +386,7 @@ def zygote_main(cmd: Any, report: Any, alive: Any, outbound: Any, slots: Any,
                 return
             idx = children.pop(pid, None)
             if idx is not None:
-                report.send(("exited", idx, pid, os.waitstatus_to_exitcode(status)))
+                tell(("exited", idx, pid, os.waitstatus_to_exitcode(status)))
 
     reap()   # a first worker may have exited before SIGCHLD was watched
 

@@ -54,6 +54,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .._core import _interrupts, _serialize
+from .._core._channel import ForkedChild, channel_pair
 from .._core._arena import Arena
 from .._core._errors import (
     ClosedError,
@@ -226,16 +227,30 @@ class ProcessBackend(Backend):
         self._workers = [_Worker(i, self._new_ring(_INBOUND_CAPACITY), self.maxtasksperchild)
                          for i in range(self.processes)]
 
-        mpctx: Any = multiprocessing.get_context(method)
-        cmd_r, self._cmd = mpctx.Pipe(duplex=False)
-        self._report, report_w = mpctx.Pipe(duplex=False)
-        alive_r, self._alive = mpctx.Pipe(duplex=False)
-        self._zygote = mpctx.Process(
-            target=zygote_main, name="multitask-zygote", daemon=True,
-            args=(cmd_r, report_w, alive_r, self._outbound, self._slots, self.initializer,
-                  self.initargs, self.nice, self.cpu_affinity, os.getpid(), self._group,
-                  [(w.idx, w.ring) for w in self._workers]))
-        self._zygote.start()
+        parent_name = multiprocessing.current_process().name
+        args = (self._outbound, self._slots, self.initializer, self.initargs, self.nice,
+                self.cpu_affinity, os.getpid(), self._group,
+                [(w.idx, w.ring) for w in self._workers], parent_name,
+                {"forkserver": "ForkServer"}.get(method, method.capitalize()) + "PoolWorker")
+        self._zygote: Any
+        if method == "fork":
+            # Forked directly, with plain pipes: the stdlib's Process and Pipe would import
+            # ~7 ms of modules a forked child does not need (see _core/_channel.py).
+            cmd_r, self._cmd = channel_pair()
+            self._report, report_w = channel_pair()
+            alive_r, self._alive = channel_pair()
+            self._zygote = ForkedChild(
+                zygote_main, (cmd_r, report_w, alive_r, *args, True), "multitask-zygote",
+                close_in_child=(self._cmd.fileno(), self._report.fileno(),
+                                self._alive.fileno()))
+        else:
+            mpctx: Any = multiprocessing.get_context(method)
+            cmd_r, self._cmd = mpctx.Pipe(duplex=False)
+            self._report, report_w = mpctx.Pipe(duplex=False)
+            alive_r, self._alive = mpctx.Pipe(duplex=False)
+            self._zygote = mpctx.Process(target=zygote_main, name="multitask-zygote",
+                                         daemon=True, args=(cmd_r, report_w, alive_r, *args))
+            self._zygote.start()
         _publish_zygote("register_process", self._zygote)
         cmd_r.close()
         report_w.close()
