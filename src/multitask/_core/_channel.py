@@ -159,9 +159,9 @@ class ForkedChild:
 
     def wait(self, timeout: float | None = None) -> int | None:
         """The exit code, waiting up to ``timeout`` seconds (None: for ever) for the child."""
-        if self.returncode is None and self.sentinel >= 0:
-            if not select.select([self.sentinel], [], [], timeout)[0]:
-                return None
+        if (self.returncode is None and self.sentinel >= 0
+                and not select.select([self.sentinel], [], [], timeout)[0]):
+            return None
         return self.poll()
 
     join = wait

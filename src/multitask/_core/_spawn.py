@@ -80,8 +80,8 @@ def adopt_identity(name: str, parent_name: str, parent_pid: int,
     threading.main_thread()._set_native_id()  # type: ignore[attr-defined]
     util = sys.modules.get("multiprocessing.util")
     if util is not None:
-        util._finalizer_registry.clear()  # type: ignore[attr-defined]
-        util._run_after_forkers()  # type: ignore[attr-defined]
+        util._finalizer_registry.clear()
+        util._run_after_forkers()
 
 
 # --------------------------------------------------------------------------------------------

@@ -54,8 +54,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .._core import _interrupts, _serialize
-from .._core._channel import ForkedChild, channel_pair
 from .._core._arena import Arena
+from .._core._channel import ForkedChild, channel_pair
 from .._core._errors import (
     ClosedError,
     ProcessError,
