@@ -451,6 +451,13 @@ def zygote_main(cmd: Any, report: Any, alive: Any, outbound: Any, slots: Any,
                         reap()
                     elif key.data == "alive":
                         break
+            # Reap every child before going: an unreaped one would be left to init as a
+            # zombie (which, in a container, may never reap it).  Bounded: SIGKILLed.
             for pid in children:
                 os.kill(pid, signal.SIGKILL)
+            for pid in children:
+                try:
+                    os.waitpid(pid, 0)
+                except ChildProcessError:
+                    pass
             os._exit(0)
