@@ -262,6 +262,30 @@ def _worker_signals() -> None:
         signal.signal(signum, signal.SIG_DFL)
 
 
+def become_worker(idx: int, inbound: Any, outbound: Any, slots: Any, initializer: Any,
+                  initargs: tuple, name: str, parent_name: str, parent_pid: int,
+                  parent_sentinel: int, forked_by: int, *, after_fork: bool,
+                  nice: int | None = None, cpu_affinity: Any = None) -> None:
+    """In a child just forked (by the zygote, or by the pool's process itself for its first
+    workers): set it up as worker ``idx`` and run it.  Never returns (os._exit).
+
+    ``forked_by``: the pid whose death must kill this worker (PR_SET_PDEATHSIG);
+    ``after_fork``: forked by the pool's process, so do the stdlib's child set-up the zygote
+    otherwise did for it (see ``_spawn.adopt_identity``)."""
+    from .._core import _spawn
+
+    try:
+        _worker_signals()
+        _spawn.adopt_identity(name, parent_name, parent_pid, parent_sentinel,
+                              after_fork=after_fork)
+        _spawn.set_parent_death_signal(forked_by, signal.SIGKILL)
+        if nice is not None or cpu_affinity is not None:
+            _spawn.apply_child_settings(nice, cpu_affinity)
+        worker_main(idx, inbound, outbound, slots, initializer, initargs)
+    finally:
+        os._exit(1)
+
+
 # ---------------------------------------------------------------------------------------------
 # zygote
 # ---------------------------------------------------------------------------------------------
@@ -346,14 +370,12 @@ def zygote_main(cmd: Any, report: Any, alive: Any, outbound: Any, slots: Any,
                     sel.close()
                     os.close(wake_r)
                     os.close(wake_w)
-                _worker_signals()
                 cmd.close()
                 report.close()
                 # ``alive`` stays open: parent_process().is_alive() of the worker watches it
-                _spawn.adopt_identity(f"{worker_prefix}-{idx + 1}", parent_name, parent_pid,
-                                      alive.fileno(), after_fork=False)
-                _spawn.set_parent_death_signal(my_pid, signal.SIGKILL)
-                worker_main(idx, ring, outbound, slots, initializer, initargs)
+                become_worker(idx, ring, outbound, slots, initializer, initargs,
+                              f"{worker_prefix}-{idx + 1}", parent_name, parent_pid,
+                              alive.fileno(), my_pid, after_fork=False)
             finally:
                 os._exit(1)
         children[pid] = idx

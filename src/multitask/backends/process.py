@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._core import _interrupts, _serialize, _spawn
 from .._core._arena import Arena
-from .._core._channel import ForkedChild, channel_pair
+from .._core._channel import Channel, ForkedChild, channel_pair
 from .._core._errors import (
     ClosedError,
     ProcessError,
@@ -84,6 +84,7 @@ from ._worker import (
     ST_UNSERIALIZABLE,
     STARTED,
     TASK_HDR,
+    become_worker,
     zygote_main,
 )
 
@@ -95,6 +96,7 @@ _UNKNOWN_SECONDS = 1.0          # a task not measured yet counts as long: no dee
 _MAX_PREFETCH = 256
 _FUNC_CACHE = 256               # distinct functions kept serialized / cached in workers
 _DIED = struct.Struct("<cxxxIii")   # b"D", worker idx, pid, exitcode
+_EXIT_UNKNOWN = 255   # a worker's exit status taken by someone else (os.wait() in the program)
 _MAIN_THREAD = threading.main_thread().ident
 
 
@@ -183,6 +185,7 @@ class ProcessBackend(Backend):
         self._closing = False
         self._zygote_told = False   # the zygote was told to exit once its workers have
         self._zygote_detached = False   # left to the background reaper (see _stop)
+        self._winding_down = False      # join() let the threads end early (see join)
         self._terminated = False
         self._stopped = False
         self._broken: BaseException | None = None
@@ -233,22 +236,42 @@ class ProcessBackend(Backend):
                          for i in range(self.processes)]
 
         parent_name = multiprocessing.current_process().name
-        args = (self._outbound, self._slots, self.initializer, self.initargs, self.nice,
-                self.cpu_affinity, os.getpid(), self._group,
-                [(w.idx, w.ring) for w in self._workers], parent_name,
-                {"forkserver": "ForkServer"}.get(method, method.capitalize()) + "PoolWorker")
+        worker_prefix = {"forkserver": "ForkServer"}.get(method, method.capitalize())
+        worker_prefix += "PoolWorker"
+        self._direct: dict[int, int] = {}   # pid -> slot of the workers forked here (ours)
         self._zygote: Any
         if method == "fork":
             # Forked directly, with plain pipes: the stdlib's Process and Pipe would import
             # ~7 ms of modules a forked child does not need (see _core/_channel.py).
+            alive_r, self._alive = channel_pair()
             cmd_r, self._cmd = channel_pair()
             self._report, report_w = channel_pair()
-            alive_r, self._alive = channel_pair()
+            # The first worker is forked here too, right after the zygote, while this process
+            # has no thread of ours yet: the pool's first result then waits for one fork, not
+            # for the zygote to start and fork in its turn (~2 ms of every Pool(), P7).  The
+            # zygote forks the others meanwhile, on the other core, and every replacement.
+            # The zygote goes first, while nothing else runs: a fork is several times slower
+            # while earlier children fault in their copies of the memory, and forking every
+            # worker here measured no faster (each fork also makes this process fault in its
+            # own pages again).  Only from the main thread (PR_SET_PDEATHSIG follows the
+            # thread that forks) and where pidfds tell this process of the worker's exit.
+            direct = (threading.current_thread() is threading.main_thread()
+                      and hasattr(os, "pidfd_open") and _spawn.parent_death_signal_supported())
+            first = self._workers[1:] if direct else self._workers
+            args = (self._outbound, self._slots, self.initializer, self.initargs, self.nice,
+                    self.cpu_affinity, os.getpid(), self._group,
+                    [(w.idx, w.ring) for w in first], parent_name, worker_prefix)
+            ours = (self._cmd, self._report, self._alive)
             self._zygote = ForkedChild(
                 zygote_main, (cmd_r, report_w, alive_r, *args, True), "multitask-zygote",
-                close_in_child=(self._cmd.fileno(), self._report.fileno(),
-                                self._alive.fileno()))
+                close_in_child=tuple(c.fileno() for c in ours))
+            if direct:
+                self._fork_first_workers(alive_r, parent_name, worker_prefix,
+                                         close_in_child=(*ours, cmd_r, report_w))
         else:
+            args = (self._outbound, self._slots, self.initializer, self.initargs, self.nice,
+                    self.cpu_affinity, os.getpid(), self._group,
+                    [(w.idx, w.ring) for w in self._workers], parent_name, worker_prefix)
             mpctx: Any = multiprocessing.get_context(method)
             cmd_r, self._cmd = mpctx.Pipe(duplex=False)
             self._report, report_w = mpctx.Pipe(duplex=False)
@@ -269,6 +292,60 @@ class ProcessBackend(Backend):
                                               name="multitask-watcher")
         self._result_thread.start()
         self._watch_thread.start()
+
+    def _fork_first_workers(self, alive_r: Channel, parent_name: str, prefix: str,
+                            close_in_child: tuple[Channel, ...]) -> None:
+        """Fork the first worker from this process (see start()); it is ours to reap."""
+        me = os.getpid()
+        for stream in (sys.stdout, sys.stderr):   # else buffered output is written twice
+            try:
+                stream.flush()
+            except (AttributeError, ValueError, OSError):
+                pass
+        for w in self._workers[:1]:
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    for chan in close_in_child:
+                        chan.close()
+                    become_worker(w.idx, w.ring, self._outbound, self._slots,
+                                  self.initializer, self.initargs, f"{prefix}-{w.idx + 1}",
+                                  parent_name, me, alive_r.fileno(), me, after_fork=True,
+                                  nice=self.nice, cpu_affinity=self.cpu_affinity)
+                finally:
+                    os._exit(1)
+            w.pid = pid
+            w.state = "running"
+            self._direct[pid] = w.idx
+            self._pidfds[pid] = os.pidfd_open(pid)  # type: ignore[attr-defined,unused-ignore]
+
+    def _kill_worker(self, pid: int) -> None:
+        """SIGKILL a worker: ours directly (by pidfd: never a reused pid), else by the zygote."""
+        with self._lock:
+            fd = self._pidfds.get(pid, -1) if pid in self._direct else None
+            if fd is not None:
+                if fd >= 0:
+                    try:
+                        signal.pidfd_send_signal(fd, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                return
+        try:
+            self._cmd.send(("kill", pid, signal.SIGKILL))
+        except OSError:
+            pass
+
+    def _reap_direct(self, pid: int) -> None:
+        """Watcher: a worker forked here exited; collect its status and report its death."""
+        try:
+            _, status = os.waitpid(pid, 0)   # it has exited (its pidfd said so): no wait
+            code = os.waitstatus_to_exitcode(status)
+        except ChildProcessError:
+            code = _EXIT_UNKNOWN   # someone else (os.wait()) took the status
+        with self._lock:
+            idx = self._direct.pop(pid, None)
+        if idx is not None:
+            self._outbound.put(_DIED.pack(b"D", idx, pid, code), None)
 
     def _new_ring(self, capacity: int) -> Ring:
         return Ring(capacity, group=self._group)
@@ -744,7 +821,7 @@ class ProcessBackend(Backend):
         self._break(err)
 
     def _on_zygote_lost(self) -> None:
-        if self._terminated or self._all_exited.is_set():
+        if self._terminated or self._all_exited.is_set() or self._zygote_told:
             return
         self._break(ProcessError("the pool's worker manager (zygote) died unexpectedly; "
                                  "the pool cannot start workers any more"))
@@ -788,6 +865,9 @@ class ProcessBackend(Backend):
         sel.register(self._report, selectors.EVENT_READ, "report")
         sel.register(self._zygote.sentinel, selectors.EVENT_READ, "zygote")
         sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        with self._lock:
+            for pid in self._direct:
+                sel.register(self._pidfds[pid], selectors.EVENT_READ, pid)
         zygote_gone = False
         try:
             while True:
@@ -817,12 +897,16 @@ class ProcessBackend(Backend):
                                 self._outbound.put(
                                     _DIED.pack(b"D", msg[1], msg[2], msg[3]), None)
                         self._outbound.put(b"Z", None)
-                    else:
+                    elif key.data == "wake":
                         try:
                             os.read(self._wake_r, 4096)
                         except BlockingIOError:
                             pass
-                if self._terminated and (zygote_gone or self._zygote_detached):
+                    else:   # a worker forked here exited
+                        sel.unregister(key.fd)
+                        self._reap_direct(key.data)
+                if self._winding_down or (
+                        self._terminated and (zygote_gone or self._zygote_detached)):
                     return
         finally:
             sel.close()
@@ -860,10 +944,7 @@ class ProcessBackend(Backend):
                 self._timed_out[pid] = (task_id, limit)
             self._watch_at = float("inf") if soonest is None else soonest
         for pid, _, _ in kills:
-            try:
-                self._cmd.send(("kill", pid, signal.SIGKILL))
-            except OSError:
-                pass
+            self._kill_worker(pid)
         if soonest is None:
             return None
         return max(0.0, soonest - time.monotonic()) + 0.001
@@ -888,6 +969,16 @@ class ProcessBackend(Backend):
             if not self._all_exited.wait(timeout):
                 return False
         else:
+            if timeout is None:
+                # Nothing is left for the threads to do (no task, no replacement, no
+                # deadline): let them end while the workers exit, not after (P7).  Only
+                # without a timeout: after a timed-out join() they must still be watching.
+                self._winding_down = True
+                try:
+                    self._outbound.put(b"E", None)
+                except ClosedError:
+                    pass
+                self.poke_watcher()
             try:
                 if not _wait_all(fds, timeout):
                     return False
@@ -966,6 +1057,10 @@ class ProcessBackend(Backend):
                 self._cmd.send(("killall",))
             except OSError:
                 pass
+            with self._lock:
+                direct = list(self._direct)
+            for pid in direct:
+                self._kill_worker(pid)
             self._all_exited.set()
         # Not from a thread that is settling results (the result thread, the watcher, a caller
         # leading): _stop() joins the result thread and releases what that thread is using.
@@ -1014,7 +1109,18 @@ class ProcessBackend(Backend):
 
     def _release(self) -> None:
         self._arena.close()
+        # Workers forked here that the watcher has not reaped: exited already (join), or
+        # killed by terminate(); killed again in case neither, so the wait is bounded.
         with self._lock:
+            direct = list(self._direct)
+        for pid in direct:
+            self._kill_worker(pid)
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        with self._lock:
+            self._direct.clear()
             pidfds = list(self._pidfds.values())
             self._pidfds.clear()
         for fd in pidfds:
