@@ -325,3 +325,62 @@ def test_item_group_with_an_unpicklable_item_fails_only_that_item():
         assert len(out) == 3000
         assert isinstance(out[1234], multitask.SerializationError)
         assert [x for i, x in enumerate(out) if i != 1234] == [i for i in range(3000) if i != 1234]
+
+
+def report_then_sleep(q, i):
+    q.put((i, os.getpid()))
+    time.sleep(60)
+
+
+def test_killing_each_worker_fails_its_task_whoever_forked_it(ctx):
+    """Under fork the first worker is the pool's own child and the others the zygote's (see
+    ProcessBackend.start): a SIGKILL fails exactly the task of the worker it hits, with that
+    worker's pid and signal, wherever the worker came from, and replacements take work."""
+    q = ctx.Queue()
+    seen: set[int] = set()
+    with ctx.Pool(2) as pool:
+        for _round in range(2):   # the first workers, then their replacements
+            results = [pool.apply_async(report_then_sleep, (q, i)) for i in range(2)]
+            where = dict(q.get(timeout=30) for _ in range(2))     # task -> pid running it
+            assert len(set(where.values())) == 2
+            for i, pid in where.items():
+                os.kill(pid, signal.SIGKILL)
+                with pytest.raises(multitask.WorkerDiedError) as info:
+                    results[i].get(timeout=30)
+                assert info.value.pid == pid and info.value.signal == signal.SIGKILL
+            seen.update(where.values())
+            assert pool.map(sq, range(10)) == [x * x for x in range(10)]
+        assert pool.statistics().workers_replaced == 4
+        pool.close()
+        pool.join()
+    q.close()
+    assert len(seen) == 4     # (the leak check after each test: no worker left, no zombie)
+
+
+def test_a_worker_status_taken_by_the_program_still_fails_its_task():
+    """The pool's own child (the first worker, under fork) can be reaped by the program
+    (os.waitpid, as the stdlib's workers can): its task still fails, never hangs."""
+    ctx = multitask.get_context("fork")
+    q = ctx.Queue()
+    with ctx.Pool(2) as pool:
+        mine = [w.pid for w in pool.statistics().workers if _parent_of(w.pid) == os.getpid()]
+        assert len(mine) == 1
+        results = [pool.apply_async(report_then_sleep, (q, i)) for i in range(2)]
+        where = {pid: i for i, pid in (q.get(timeout=30) for _ in range(2))}
+        os.kill(mine[0], signal.SIGKILL)
+        try:
+            os.waitpid(mine[0], 0)     # the program takes the status (usually first)
+        except ChildProcessError:
+            pass                       # the pool's watcher was first: the ordinary path
+        with pytest.raises(multitask.WorkerDiedError) as info:
+            results[where[mine[0]]].get(timeout=30)
+        assert info.value.pid == mine[0]
+        assert pool.apply(sq, (3,)) == 9
+        pool.terminate()
+    q.close()
+
+
+def _parent_of(pid):
+    import psutil
+
+    return psutil.Process(pid).ppid()

@@ -23,8 +23,9 @@ reader gate in the ring object decides who may take messages, so they are settle
 a time, in ring order, by one thread; a caller's own result thus needs no thread hand-off.
 
 The parent always knows which worker holds which task (``worker.inflight``, in the order they
-were sent; results come back in that order).  When a worker dies, its zygote reports the exit;
-the watcher thread posts a ``D`` message into the result ring *after* everything the worker
+were sent; results come back in that order).  When a worker dies, its zygote reports the exit
+(or, for the first worker under fork -- forked by this process, see ``start`` -- its pidfd
+fires and the watcher reaps it); the watcher thread posts a ``D`` message into the result ring *after* everything the worker
 flushed, and the reader settles its inflight tasks exactly: tasks whose result arrived are
 done; the task in the worker's slot -- the one it was running -- fails with
 :class:`WorkerDiedError` (or :class:`TaskTimeoutError` if the watcher killed it for overrunning
@@ -32,8 +33,8 @@ done; the task in the worker's slot -- the one it was running -- fails with
 slot gets a fresh worker from the zygote.
 
 Threads in the parent: the *result thread* (follows: reads when no caller leads, settles tasks,
-dispatches) and the *watcher thread* (blocks in ``select`` on the zygote's reports, enforces
-timeouts).  Rings are polled briefly before a reader sleeps (``Ring.spin_ns``), so a round trip
+dispatches) and the *watcher thread* (blocks in ``select`` on the zygote's reports and on its
+own worker's pidfd, enforces timeouts).  Rings are polled briefly before a reader sleeps (``Ring.spin_ns``), so a round trip
 costs no futex wake-up when both sides are quick.
 """
 
