@@ -25,17 +25,17 @@ a time, in ring order, by one thread; a caller's own result thus needs no thread
 The parent always knows which worker holds which task (``worker.inflight``, in the order they
 were sent; results come back in that order).  When a worker dies, its zygote reports the exit
 (or, for the first worker under fork -- forked by this process, see ``start`` -- its pidfd
-fires and the watcher reaps it); the watcher thread posts a ``D`` message into the result ring *after* everything the worker
-flushed, and the reader settles its inflight tasks exactly: tasks whose result arrived are
-done; the task in the worker's slot -- the one it was running -- fails with
+fires and the watcher reaps it); the watcher thread posts a ``D`` message into the result ring
+*after* everything the worker flushed, and the reader settles its inflight tasks exactly: tasks
+whose result arrived are done; the task in the worker's slot -- the one it was running -- fails with
 :class:`WorkerDiedError` (or :class:`TaskTimeoutError` if the watcher killed it for overrunning
 ``task_timeout``); tasks after it were never started and are given to another worker.  Then the
 slot gets a fresh worker from the zygote.
 
 Threads in the parent: the *result thread* (follows: reads when no caller leads, settles tasks,
 dispatches) and the *watcher thread* (blocks in ``select`` on the zygote's reports and on its
-own worker's pidfd, enforces timeouts).  Rings are polled briefly before a reader sleeps (``Ring.spin_ns``), so a round trip
-costs no futex wake-up when both sides are quick.
+own worker's pidfd, enforces timeouts).  Rings are polled briefly before a reader sleeps
+(``Ring.spin_ns``), so a round trip costs no futex wake-up when both sides are quick.
 """
 
 from __future__ import annotations
