@@ -69,15 +69,30 @@ def _parse_only(text: str | None) -> list[str]:
 
 
 def _versions() -> dict[str, str]:
-    from importlib import metadata
-
-    out = {}
-    for dist in ("multitask", "mpire", "loky", "faster-fifo", "pebble", "numpy"):
+    """The measured packages' versions, read in a forked child: importlib.metadata loads ~50
+    modules (email, zipfile, csv...), which every trial forked from this runner would inherit
+    and a script does not have -- a larger process to fork, not what a script pays."""
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
         try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = "not installed"
-    return out
+            os.close(rfd)
+            from importlib import metadata
+
+            out = {}
+            for dist in ("multitask", "mpire", "loky", "faster-fifo", "pebble", "numpy"):
+                try:
+                    out[dist] = metadata.version(dist)
+                except metadata.PackageNotFoundError:
+                    out[dist] = "not installed"
+            os.write(wfd, json.dumps(out).encode())
+        finally:
+            os._exit(0)
+    os.close(wfd)
+    with os.fdopen(rfd, "rb") as f:
+        data = f.read()
+    os.waitpid(pid, 0)
+    return dict(json.loads(data)) if data else {"versions": "unknown"}
 
 
 def main(argv: list[str] | None = None) -> int:
