@@ -30,7 +30,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Channel", "ForkedChild", "channel_pair"]
+__all__ = ["Channel", "ForkedChild", "channel_pair", "flush_std_streams"]
 
 _LEN = struct.Struct("<I")
 
@@ -91,6 +91,15 @@ def channel_pair() -> tuple[Channel, Channel]:
     return Channel(r), Channel(w)
 
 
+def flush_std_streams() -> None:
+    """Before a fork: output still buffered would be written twice, by us and by the child."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, ValueError, OSError):
+            pass
+
+
 class ForkedChild:
     """``target(*args)`` run in a child made by ``os.fork()``, which then ``os._exit``s.
 
@@ -112,12 +121,7 @@ class ForkedChild:
         if not use_pidfd:  # pragma: no cover - Linux < 5.3 / other systems
             # EOF on this pipe once the child (and whatever inherited its end) has exited
             self._fd_r, self._fd_w = os.pipe()
-        # Buffered output would be written twice: once by us, once by the child.
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (AttributeError, ValueError, OSError):
-                pass
+        flush_std_streams()
         pid = os.fork()
         if pid == 0:
             code = 1

@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._core import _interrupts, _serialize, _spawn
 from .._core._arena import Arena
-from .._core._channel import Channel, ForkedChild, channel_pair
+from .._core._channel import Channel, ForkedChild, channel_pair, flush_std_streams
 from .._core._errors import (
     ClosedError,
     ProcessError,
@@ -298,11 +298,7 @@ class ProcessBackend(Backend):
                             close_in_child: tuple[Channel, ...]) -> None:
         """Fork the first worker from this process (see start()); it is ours to reap."""
         me = os.getpid()
-        for stream in (sys.stdout, sys.stderr):   # else buffered output is written twice
-            try:
-                stream.flush()
-            except (AttributeError, ValueError, OSError):
-                pass
+        flush_std_streams()
         for w in self._workers[:1]:
             pid = os.fork()
             if pid == 0:
