@@ -168,8 +168,6 @@ class _Batch:
         return self.msgs
 
 
-
-
 def _queued(w: _Worker) -> float:
     return w.queued
 
@@ -259,20 +257,16 @@ class ProcessBackend(Backend):
             direct = (threading.current_thread() is threading.main_thread()
                       and hasattr(os, "pidfd_open") and _spawn.parent_death_signal_supported())
             first = self._workers[1:] if direct else self._workers
-            args = (self._outbound, self._slots, self.initializer, self.initargs, self.nice,
-                    self.cpu_affinity, os.getpid(), self._group,
-                    [(w.idx, w.ring) for w in first], parent_name, worker_prefix)
+            args = self._zygote_args(first, parent_name, worker_prefix)
             ours = (self._cmd, self._report, self._alive)
             self._zygote = ForkedChild(
                 zygote_main, (cmd_r, report_w, alive_r, *args, True), "multitask-zygote",
                 close_in_child=tuple(c.fileno() for c in ours))
             if direct:
-                self._fork_first_workers(alive_r, parent_name, worker_prefix,
-                                         close_in_child=(*ours, cmd_r, report_w))
+                self._fork_first_worker(alive_r, parent_name, worker_prefix,
+                                        close_in_child=(*ours, cmd_r, report_w))
         else:
-            args = (self._outbound, self._slots, self.initializer, self.initargs, self.nice,
-                    self.cpu_affinity, os.getpid(), self._group,
-                    [(w.idx, w.ring) for w in self._workers], parent_name, worker_prefix)
+            args = self._zygote_args(self._workers, parent_name, worker_prefix)
             mpctx: Any = multiprocessing.get_context(method)
             cmd_r, self._cmd = mpctx.Pipe(duplex=False)
             self._report, report_w = mpctx.Pipe(duplex=False)
@@ -294,27 +288,35 @@ class ProcessBackend(Backend):
         self._result_thread.start()
         self._watch_thread.start()
 
-    def _fork_first_workers(self, alive_r: Channel, parent_name: str, prefix: str,
-                            close_in_child: tuple[Channel, ...]) -> None:
+    def _zygote_args(self, first: list[_Worker], parent_name: str,
+                     prefix: str) -> tuple[Any, ...]:
+        """zygote_main's arguments after its three pipe ends; ``first``: the workers it forks
+        at once."""
+        return (self._outbound, self._slots, self.initializer, self.initargs, self.nice,
+                self.cpu_affinity, os.getpid(), self._group,
+                [(w.idx, w.ring) for w in first], parent_name, prefix)
+
+    def _fork_first_worker(self, alive_r: Channel, parent_name: str, prefix: str,
+                           close_in_child: tuple[Channel, ...]) -> None:
         """Fork the first worker from this process (see start()); it is ours to reap."""
         me = os.getpid()
+        w = self._workers[0]
         flush_std_streams()
-        for w in self._workers[:1]:
-            pid = os.fork()
-            if pid == 0:
-                try:
-                    for chan in close_in_child:
-                        chan.close()
-                    become_worker(w.idx, w.ring, self._outbound, self._slots,
-                                  self.initializer, self.initargs, f"{prefix}-{w.idx + 1}",
-                                  parent_name, me, alive_r.fileno(), me, after_fork=True,
-                                  nice=self.nice, cpu_affinity=self.cpu_affinity)
-                finally:
-                    os._exit(1)
-            w.pid = pid
-            w.state = "running"
-            self._direct[pid] = w.idx
-            self._pidfds[pid] = os.pidfd_open(pid)  # type: ignore[attr-defined,unused-ignore]
+        pid = os.fork()
+        if pid == 0:
+            try:
+                for chan in close_in_child:
+                    chan.close()
+                become_worker(w.idx, w.ring, self._outbound, self._slots, self.initializer,
+                              self.initargs, f"{prefix}-{w.idx + 1}", parent_name, me,
+                              alive_r.fileno(), me, after_fork=True, nice=self.nice,
+                              cpu_affinity=self.cpu_affinity)
+            finally:
+                os._exit(1)
+        w.pid = pid
+        w.state = "running"
+        self._direct[pid] = w.idx
+        self._pidfds[pid] = os.pidfd_open(pid)  # type: ignore[attr-defined,unused-ignore]
 
     def _kill_worker(self, pid: int) -> None:
         """SIGKILL a worker: ours directly (by pidfd: never a reused pid), else by the zygote."""
@@ -1009,26 +1011,25 @@ class ProcessBackend(Backend):
         run: copies of their pidfds, to wait on for their exits directly (the kernel's
         notice, not the zygote's report, which takes three hops more: ~0.3 ms of every
         close/join, P7).  None when that does not apply: join() waits on the reports."""
-        fds: list[int] = []
         with self._lock:
             if (not self._closing or self._pending or self._starved or self._terminated
                     or self._stopped):
                 return None
+            live = [w for w in self._workers if w.state != "dead"]
+            # (ready or not: one still starting exits after its initializer, and its exit
+            # code would change nothing -- no task is left to fail)
+            if not all(w.quitting and not w.inflight and w.pid in self._pidfds for w in live):
+                return None
+            # copies: _on_death may close the originals while join() waits on them
+            fds: list[int] = []
             try:
-                for w in self._workers:
-                    if w.state == "dead":
-                        continue
-                    fd = self._pidfds.get(w.pid, -1) if w.pid is not None else -1
-                    # (ready or not: one still starting exits after its initializer, and its
-                    # exit code would change nothing -- no task is left to fail)
-                    if not (w.quitting and not w.inflight) or fd < 0:
-                        raise LookupError
-                    fds.append(os.dup(fd))
-            except (LookupError, OSError):
+                for w in live:
+                    fds.append(os.dup(self._pidfds[w.pid]))  # type: ignore[index]
+            except OSError:   # out of fds: the reports will do
                 for fd in fds:
                     os.close(fd)
                 return None
-        return fds
+            return fds
 
     def terminate(self, _reason: BaseException | None = None) -> None:
         with self._lock:
