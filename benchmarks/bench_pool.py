@@ -107,15 +107,71 @@ def p6_serial_trial(n: int, iters: int) -> float:
     return (time.perf_counter() - t0) / WORKERS
 
 
+# P7 is what a script's first pools cost, so each trial runs in a fresh interpreter that has
+# imported only the library's top-level package: a trial forked from the runner would inherit
+# whatever the runner and its harness loaded (argparse's shutil/bz2/lzma, statistics' random,
+# traceback, weakref, concurrent.futures...), some of which one library's Pool() imports and
+# another's does not -- a head start of several ms for whoever's imports they are.
+# Per kind: (import, pool constructor, one round trip, shutdown), as in _adapters.py.
+_P7_CODE = {
+    "stdlib": ("import multiprocessing",
+               "multiprocessing.get_context('fork').Pool(2)",
+               "pool.apply_async(noop, (0,)).get()",
+               "pool.close(); pool.join()"),
+    "cf": ("import concurrent.futures, multiprocessing",
+           "concurrent.futures.ProcessPoolExecutor(2, "
+           "mp_context=multiprocessing.get_context('fork'))",
+           "pool.submit(noop, 0).result()",
+           "pool.shutdown(wait=True)"),
+    "mpire": ("import mpire",
+              "mpire.WorkerPool(n_jobs=2, start_method='fork', keep_alive=True)",
+              "pool.apply_async(noop, args=(0,)).get()",
+              "pool.stop_and_join()"),
+    "loky-fresh": ("import loky",
+                   "loky.ProcessPoolExecutor(max_workers=2)",
+                   "pool.submit(noop, 0).result()",
+                   "pool.shutdown(wait=True)"),
+    "pebble": ("import multiprocessing, pebble",
+               "pebble.ProcessPool(max_workers=2, context=multiprocessing.get_context('fork'))",
+               "pool.submit(noop, None, 0).result()",
+               "pool.close(); pool.join()"),
+    "multitask-fork": ("import multitask",
+                       "multitask.get_context('fork').Pool(2)",
+                       "pool.apply_async(noop, (0,)).get()",
+                       "pool.close(); pool.join()"),
+}
+
+_P7_SCRIPT = """\
+import sys, time
+{imp}
+
+def noop(_x=None):
+    return None
+
+total = 0.0
+for _ in range({inner}):
+    t0 = time.perf_counter()
+    pool = {new}
+    {call}
+    {close}
+    total += time.perf_counter() - t0
+print(repr(total / {inner}))
+"""
+
+
 def p7_trial(kind: str, inner: int) -> float:
-    total = 0.0
-    for _ in range(inner):
-        t0 = time.perf_counter()
-        pool = open_pool(kind, warm_fn=None)
-        pool.call(noop, 0)
-        pool.close()
-        total += time.perf_counter() - t0
-    return total / inner
+    import subprocess
+    import sys
+
+    imp, new, call, close = _P7_CODE[kind]
+    script = _P7_SCRIPT.format(imp=imp, new=new, call=call, close=close, inner=inner)
+    # -I: no user site, no PYTHON* variables, no script directory on sys.path
+    out = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True,
+                         timeout=60, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr.strip()
+                           else f"exit code {out.returncode}")
+    return float(out.stdout.strip().splitlines()[-1])
 
 
 def calibrate_busy(target_s: float = 1e-3) -> int:
@@ -240,6 +296,9 @@ def p7(cfg: Config) -> list[Table]:
     return [
         cfg.run("P7", "Pool(2) start + first result + close/join (fork)", ms(), impls,
                 notes=[f"mean of {inner} start/stop cycles per trial; everything is timed",
+                       "each trial in a fresh interpreter that imported only the library's "
+                       "package (the first cycle pays the pool modules' imports, as a script's "
+                       "first Pool() does)",
                        "fork start method wherever there is a choice; loky always fork+exec"])
     ]
 

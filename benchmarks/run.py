@@ -19,17 +19,19 @@ import os
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import argparse  # noqa: E402
 import json  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+import types  # noqa: E402
 from collections.abc import Callable  # noqa: E402
-from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
+# os.path, not pathlib: every trial is a fork of this process and inherits what it imported
+# (see _parse_args).
+HERE = os.path.dirname(os.path.realpath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
 
 import bench_payload  # noqa: E402
 import bench_pool  # noqa: E402
@@ -95,7 +97,9 @@ def _versions() -> dict[str, str]:
     return dict(json.loads(data)) if data else {"versions": "unknown"}
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> Any:
+    import argparse
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", help=f"comma-separated subset of: {', '.join(WORKLOADS)}")
     ap.add_argument("--repeat", type=int, help="repeats per implementation (default: 5, "
@@ -109,7 +113,48 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--aa", action="store_true",
                     help="add an A/A control row (the stdlib baseline measured twice) per table")
     ap.add_argument("--list", action="store_true", help="list the workloads and exit")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def _parse_args(argv: list[str] | None) -> Any:
+    """The command line, parsed in a throwaway child.
+
+    Using argparse (add_argument) imports shutil, bz2, lzma, zlib, locale and fnmatch: modules
+    that every trial forked from this runner would inherit, that a script does not have, and
+    that the stdlib's ``multiprocessing.pool`` imports (through tempfile) -- a ~4 ms head start
+    for its first ``Pool()`` in P7.  ``--help`` and usage errors print from the child; this
+    process then exits with its status.
+    """
+    rfd, wfd = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(rfd)
+            try:
+                args = _parser().parse_args(argv)
+            except SystemExit as exc:   # --help, a usage error
+                code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+            else:
+                os.write(wfd, json.dumps(vars(args)).encode())
+                code = 0
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    os.close(wfd)
+    with os.fdopen(rfd, "rb") as f:
+        data = f.read()
+    _, status = os.waitpid(pid, 0)
+    if not data:
+        raise SystemExit(os.waitstatus_to_exitcode(status))
+    return types.SimpleNamespace(**json.loads(data))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
 
     if args.list:
         for name, fn in WORKLOADS.items():
@@ -194,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
             "tables": [t.to_json() for t in tables],
             "failures": failures,
         }
-        Path(args.json).write_text(json.dumps(payload, indent=2))
+        with open(args.json, "w") as f:
+            f.write(json.dumps(payload, indent=2))
     return 0
 
 

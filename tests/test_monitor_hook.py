@@ -74,3 +74,48 @@ def test_disabled_registry_starts_no_thread(value):
         print(_hook._thread, "multitask.monitor.registry" in sys.modules)
     """, env={"MULTITASK_REGISTRY": value})
     assert out == "None False"
+
+
+def test_deferred_registration_waits_for_start_pending():
+    out = _run("""
+        first, second = Child(os.getpid(), "first"), Child(os.getpid(), "second")
+        _hook.register_process(first, deferred=True)
+        started_by_register = _hook._thread is not None
+        _hook.start_pending()
+        # registered while the hand-over thread waits: handed over with the first
+        _hook.register_process(second, deferred=True)
+        print(started_by_register, handed_over())
+    """)
+    assert out == "False ['first', 'second']"
+
+
+def test_start_pending_without_registrations_starts_nothing():
+    out = _run("""
+        _hook.start_pending()
+        print(_hook._thread)
+    """)
+    assert out == "None"
+
+
+def test_a_pool_is_handed_over_by_its_watcher_not_by_pool():
+    # Pool() itself starts only the watcher thread; the registry's hand-over thread is
+    # started from there (a thread start costs the caller ~1-3 ms on a busy 2-core machine).
+    out = _run("""
+        import threading
+        import multitask
+        started = []
+        real_start = threading.Thread.start
+        def start(self):
+            started.append((self.name, threading.current_thread().name))
+            real_start(self)
+        threading.Thread.start = start
+        pool = multitask.get_context("fork").Pool(2, name="handed")
+        from_pool_call = [n for n, by in started if by == "MainThread"]
+        queued = sorted(what for what, _, _ in _hook._queued.values())
+        assert pool.apply(abs, (-3,)) == 3
+        pool.close()
+        pool.join()     # the watcher has ended: it started the hand-over thread before
+        print(from_pool_call, queued, dict(started)["multitask-registry-start"])
+    """)
+    assert out == ("['multitask-watcher'] ['register_pool', 'register_process'] "
+                   "multitask-watcher")

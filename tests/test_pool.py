@@ -195,6 +195,23 @@ def test_close_join_and_closed_errors(ctx):
     assert r.get(0) == 0.2      # accepted work finished before the workers left
 
 
+def test_join_right_after_start_and_close_leaves_no_worker(ctx):
+    # join() then often waits for a worker whose start message is still unread in the result
+    # ring: it settles that itself and waits on the worker's pidfd (process backend).
+    import psutil
+
+    me = psutil.Process()
+    for _ in range(5):
+        p = ctx.Pool(2)
+        pids = {w.pid for w in p.statistics().workers} - {None}
+        p.close()
+        p.join()
+        assert all(w.state == "dead" for w in p.statistics().workers)
+        for pid in pids:
+            assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+        assert not [c for c in me.children() if c.status() == "zombie" and c.pid in pids]
+
+
 def test_terminate_fails_pending_results_instead_of_hanging(ctx):
     p = ctx.Pool(1)
     rs = [p.apply_async(sleepy, (5,)) for _ in range(3)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -384,3 +385,19 @@ def _parent_of(pid):
     import psutil
 
     return psutil.Process(pid).ppid()
+
+
+def test_a_result_thread_that_cannot_start_breaks_the_pool_instead_of_hanging(ctx, monkeypatch):
+    # The watcher starts the result thread (Pool() starts only the watcher): if it cannot,
+    # callers get the reason, not a result that never comes.
+    real_start = threading.Thread.start
+
+    def start(self):
+        if self.name == "multitask-results":
+            raise RuntimeError("can't start new thread")
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    with ctx.Pool(2) as pool, pytest.raises(multitask.ProcessError,
+                                            match=r"result thread.*can't start"):
+        pool.apply(abs, (-1,))

@@ -107,6 +107,10 @@ class Backend(abc.ABC):
     #: True if the backend runs MODE_ITEMS tasks (groups of items with per-item outcomes)
     item_groups: bool = False
 
+    #: True if a thread of the backend calls ``monitor._hook.start_pending()`` once started:
+    #: Pool() then registers for ``multitask ps`` without starting a thread itself.
+    starts_registry_hand_over: bool = False
+
     @property
     def workers_replaced(self) -> int:
         return self._replaced

@@ -67,7 +67,7 @@ import time
 from typing import Any
 
 from .._core import _serialize
-from .._core._errors import SerializationError
+from .._core._errors import ClosedError, SerializationError
 
 TASK_HDR = struct.Struct("<QIB3xI")      # task_id, func_id, mode, len
 RES_HDR = struct.Struct("<QBxHIdd")      # task_id, status, item, len, started, finished
@@ -380,6 +380,13 @@ def zygote_main(cmd: Any, report: Any, alive: Any, outbound: Any, slots: Any,
                 os._exit(1)
         children[pid] = idx
         ring.close()
+        # Straight into the result ring as well (never blocking: if it is full, the report
+        # does it): whoever settles results learns the pid one thread hop sooner than through
+        # the watcher, which matters to a join() right after close() (_exit_fds, P7).
+        try:
+            outbound.put(STARTED.pack(b"P", idx, pid), 0)
+        except ClosedError:
+            pass
         tell(("started", idx, pid))
 
     # The first workers before anything else: they are what the pool's first result waits for.

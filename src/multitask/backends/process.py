@@ -69,6 +69,7 @@ from .._core._errors import (
     signal_of,
 )
 from .._core._ring import Ring, new_group
+from ..monitor import _hook
 from ..pool._jobs import MODE_CALL, MODE_ITEMS, Job, Redo, Task
 from . import Backend
 from ._slots import Slots
@@ -175,6 +176,7 @@ def _queued(w: _Worker) -> float:
 class ProcessBackend(Backend):
     name = "process"
     item_groups = True
+    starts_registry_hand_over = True   # the watcher does (see _watch_loop)
 
     # -- start -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -285,7 +287,9 @@ class ProcessBackend(Backend):
                                                name="multitask-results")
         self._watch_thread = threading.Thread(target=self._watch_loop, daemon=True,
                                               name="multitask-watcher")
-        self._result_thread.start()
+        # Only the watcher is started here; it starts the result thread.  Thread.start() waits
+        # until the new thread runs, and right after the forks both cores are busy with the
+        # new workers: ~1 ms per thread on this 2-core machine, a tenth of P7.
         self._watch_thread.start()
 
     def _zygote_args(self, first: list[_Worker], parent_name: str,
@@ -614,6 +618,10 @@ class ProcessBackend(Backend):
                         timed = any(t.job.timeout is not None for t in w.inflight)
                 if timed:   # deadlines of tasks queued before it started can now be enforced
                     self.poke_watcher()
+                if pid not in self._pidfds:
+                    # Often before the watcher has read the zygote's report of the start:
+                    # a join() right after close() needs the pidfd (see _exit_fds).
+                    self._watch_pid(pid)
                 self.notify_pool()
             elif kind == b"I":
                 self._on_initializer_failed(memoryview(msg)[FUNC_HDR.size:])
@@ -860,6 +868,19 @@ class ProcessBackend(Backend):
 
     # -- watcher -----------------------------------------------------------------------------
     def _watch_loop(self) -> None:
+        # _stop() joins this thread before the result thread, so once it has, the result
+        # thread was either started here or never will be.
+        with self._lock:
+            begin = not self._stopped
+        if begin:
+            try:
+                self._result_thread.start()
+            except RuntimeError as exc:   # "can't start new thread": no results without it
+                self._break(ProcessError(f"could not start the pool's result thread: {exc}"))
+            # The zygote's registration for `multitask ps` is queued (start() made it before
+            # starting this thread); the pool's own, made after start(), joins the queue
+            # while the hand-over thread waits (see monitor/_hook.py).
+            _hook.start_pending()
         sel = selectors.DefaultSelector()
         sel.register(self._report, selectors.EVENT_READ, "report")
         sel.register(self._zygote.sentinel, selectors.EVENT_READ, "zygote")
@@ -963,7 +984,15 @@ class ProcessBackend(Backend):
         self._send(sends)
 
     def join(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
         fds = self._exit_fds()
+        if fds is None and not self._exit_pids_known():
+            # A join() right after Pool() and close(): a worker's start message can still be
+            # in the result ring, unread.  Settled here, it gives the pid to wait on.
+            self.lead(self._exit_pids_known, deadline)
+            fds = self._exit_fds()
+            if timeout is not None:
+                timeout = max(0.0, deadline - time.monotonic())  # type: ignore[operator]
         if fds is None:
             if not self._all_exited.wait(timeout):
                 return False
@@ -988,7 +1017,8 @@ class ProcessBackend(Backend):
         return True
 
     def _watch_pid(self, pid: int) -> None:
-        """Keep a pidfd for a new worker (watcher thread, as the zygote reports its start)."""
+        """Keep a pidfd for a new worker of the zygote's: as the zygote reports its start
+        (watcher) or as the worker announces itself (whoever settles results), first wins."""
         try:
             fd = os.pidfd_open(pid)  # type: ignore[attr-defined,unused-ignore]
         except (AttributeError, OSError):
@@ -1001,10 +1031,26 @@ class ProcessBackend(Backend):
             os.close(fd)
             return
         with self._lock:
-            if self._stopped:
+            if self._stopped or pid in self._pidfds:
                 os.close(fd)
             else:
                 self._pidfds[pid] = fd
+
+    def _quitting_locked(self) -> list[_Worker] | None:
+        """After close(), when every live worker has been told to quit and has nothing left to
+        run: those workers (ready or not: one still starting exits after its initializer,
+        and its exit code would change nothing -- no task is left to fail).  Else None."""
+        if (not self._closing or self._pending or self._starved or self._terminated
+                or self._stopped):
+            return None
+        live = [w for w in self._workers if w.state != "dead"]
+        return live if all(w.quitting and not w.inflight for w in live) else None
+
+    def _exit_pids_known(self) -> bool:
+        """False while _exit_fds() waits only for a quitting worker's pid (see join)."""
+        with self._lock:
+            live = self._quitting_locked()
+            return live is None or all(w.pid in self._pidfds for w in live)
 
     def _exit_fds(self) -> list[int] | None:
         """After close(), when every live worker has been told to quit and has nothing left to
@@ -1012,13 +1058,8 @@ class ProcessBackend(Backend):
         notice, not the zygote's report, which takes three hops more: ~0.3 ms of every
         close/join, P7).  None when that does not apply: join() waits on the reports."""
         with self._lock:
-            if (not self._closing or self._pending or self._starved or self._terminated
-                    or self._stopped):
-                return None
-            live = [w for w in self._workers if w.state != "dead"]
-            # (ready or not: one still starting exits after its initializer, and its exit
-            # code would change nothing -- no task is left to fail)
-            if not all(w.quitting and not w.inflight and w.pid in self._pidfds for w in live):
+            live = self._quitting_locked()
+            if live is None or not all(w.pid in self._pidfds for w in live):
                 return None
             # copies: _on_death may close the originals while join() waits on them
             fds: list[int] = []
@@ -1100,9 +1141,14 @@ class ProcessBackend(Backend):
         except ClosedError:
             pass
         self.poke_watcher()
-        for t in (self._result_thread, self._watch_thread):
+        for t in (self._watch_thread, self._result_thread):   # the watcher starts the other
             if t.is_alive():
                 t.join(10.0)
+        with self._lock:
+            # All exited (join) or killed (terminate), though join()'s pidfd path lets the
+            # threads end before reading their exit reports: statistics() says so too.
+            for w in self._workers:
+                w.state = "dead"
         self._release()
 
     def _release(self) -> None:
@@ -1170,10 +1216,9 @@ class ProcessBackend(Backend):
 
 def _publish_zygote(what: str, zygote: Any) -> None:
     """Label the zygote in ``multitask ps`` (workers' parent); never raises."""
-    from ..monitor import _hook
-
     if what == "register_process":
-        _hook.register_process(zygote, role="zygote", name="multitask-zygote")
+        # deferred: the watcher starts the hand-over (see _watch_loop)
+        _hook.register_process(zygote, role="zygote", name="multitask-zygote", deferred=True)
     else:
         _hook.unregister(zygote)
 

@@ -34,12 +34,27 @@ def _disabled() -> bool:
     return os.environ.get("MULTITASK_REGISTRY", "").strip().lower() in ("0", "false", "no", "off")
 
 
-def register_pool(pool: Any) -> None:
-    _call("register_pool", pool, {})
+def register_pool(pool: Any, *, deferred: bool = False) -> None:
+    """Publish ``pool``.  ``deferred``: do not start the hand-over thread here; the caller
+    promises a :func:`start_pending` from a thread of its own."""
+    _call("register_pool", pool, {}, deferred)
 
 
-def register_process(proc: Any, *, role: str = "process", name: str | None = None) -> None:
-    _call("register_process", proc, {"role": role, "name": name})
+def register_process(proc: Any, *, role: str = "process", name: str | None = None,
+                     deferred: bool = False) -> None:
+    """Publish the child ``proc`` (see :func:`register_pool` for ``deferred``)."""
+    _call("register_process", proc, {"role": role, "name": name}, deferred)
+
+
+def start_pending() -> None:
+    """Start the hand-over thread if registrations wait for it: called by a thread of a
+    caller that registered with ``deferred=True`` -- a pool's watcher, so that ``Pool()``
+    itself does not wait for one more thread to start (~1-3 ms on a busy 2-core machine,
+    where the new workers hold both cores)."""
+    global _thread
+    with _lock:
+        if _registry is None and _thread is None and _queued:
+            _thread = _start_hand_over()
 
 
 def unregister(obj: Any) -> None:
@@ -58,7 +73,7 @@ def notify() -> None:
         reg.notify()
 
 
-def _call(what: str, obj: Any, kwargs: dict[str, Any]) -> None:
+def _call(what: str, obj: Any, kwargs: dict[str, Any], deferred: bool = False) -> None:
     global _thread
     reg = _registry
     if reg is not None:
@@ -73,12 +88,16 @@ def _call(what: str, obj: Any, kwargs: dict[str, Any]) -> None:
     with _lock:
         if _registry is None:
             _queued[id(obj)] = (what, ref, kwargs)
-            if _thread is None:
-                _thread = threading.Thread(target=_hand_over, name="multitask-registry-start",
-                                           daemon=True)
-                _thread.start()
+            if _thread is None and not deferred:
+                _thread = _start_hand_over()
             return
     _call(what, obj, kwargs)   # loaded meanwhile
+
+
+def _start_hand_over() -> threading.Thread:
+    thread = threading.Thread(target=_hand_over, name="multitask-registry-start", daemon=True)
+    thread.start()
+    return thread
 
 
 def _hand_over() -> None:

@@ -170,7 +170,7 @@ class Pool:
         self._kick = self._backend.kick
         # A pool dropped or left running at exit is terminated, never left with live workers.
         self._finalizer = weakref.finalize(self, self._backend.terminate)
-        _registry_register(self)
+        _registry_register(self, self._backend.starts_registry_hand_over)
 
     # -- the stdlib API ---------------------------------------------------------------------
     def apply(self, func: Callable[..., T], args: Iterable[Any] = (),
@@ -468,7 +468,7 @@ def _registry_unregister(pool: Pool) -> None:
     _hook.unregister(pool)
 
 
-def _registry_register(pool: Pool) -> None:
+def _registry_register(pool: Pool, deferred: bool) -> None:
     from ..monitor import _hook  # never raises: observability must not break the computation
 
-    _hook.register_pool(pool)
+    _hook.register_pool(pool, deferred=deferred)
