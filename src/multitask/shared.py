@@ -26,6 +26,10 @@ __all__ = ["shared_array"]
 
 _array_class: Any = None
 
+#: A list in a Pool worker (see :func:`defer_releases`): mappings of segments dropped while a
+#: task finishes, unmapped by :func:`release_deferred` once its result is sent.
+_deferred: list[tuple[mmap.mmap, int]] | None = None
+
 
 class _Segment:
     """One memfd mapping; its fd stays open (for /proc attach) until the mapping is collected."""
@@ -42,6 +46,10 @@ class _Segment:
         self.address = ctypes.addressof(ctypes.c_char.from_buffer(self.mm))
 
     def __del__(self) -> None:
+        if _deferred is not None:
+            # Unmapping takes ~4 ms per 100 MB of touched pages: not before the result.
+            _deferred.append((self.mm, self.fd))
+            return
         try:
             os.close(self.fd)
         except OSError:
@@ -53,6 +61,29 @@ class _Segment:
         if context.get_spawning_popen() is not None:
             return (_attach_segment, (reduction.DupFd(self.fd), None, None, self.size))
         return (_attach_segment, (None, os.getpid(), self.fd, self.size))
+
+
+def defer_releases() -> None:
+    """From now on (a Pool worker), keep dropped segments mapped until
+    :func:`release_deferred`: the worker drops a task's arguments before it sends the result
+    (see backends/_worker.py), and the result need not wait for the unmapping."""
+    global _deferred
+    _deferred = []
+
+
+def release_deferred() -> None:
+    """Unmap and close the segments dropped since the last call.  Never raises."""
+    pending = _deferred
+    while pending:
+        mm, fd = pending.pop()
+        try:
+            mm.close()
+        except BufferError:
+            pass   # a view of it is still alive: unmapped when that goes
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def _attach_segment(dupfd: Any, pid: int | None, fd: int | None, size: int) -> _Segment:

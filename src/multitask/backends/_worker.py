@@ -66,6 +66,7 @@ import sys
 import time
 from typing import Any
 
+from .. import shared
 from .._core import _serialize
 from .._core._errors import ClosedError, SerializationError
 
@@ -134,6 +135,10 @@ def worker_main(idx: int, inbound: Any, outbound: Any, slots: Any, initializer: 
 
     put = outbound.put
     head = BATCH_HDR.pack(b"R", 1, idx)
+    shared.defer_releases()
+    dropped = shared._deferred   # shared_array segments the arguments held, unmapped after put
+    release_dropped = shared.release_deferred
+
     def prepare(func_id: int, data: Any) -> tuple[Any, Any]:
         """The task's function and its unpickled arguments; SerializationError if either is
         missing or cannot be rebuilt here."""
@@ -204,6 +209,8 @@ def worker_main(idx: int, inbound: Any, outbound: Any, slots: Any, initializer: 
                     off += n
                     if mode == MODE_ITEMS:
                         run_items(task_id, func_id, data)
+                        if dropped:
+                            release_dropped()
                         continue
                     t0 = monotonic()
                     slot_set(idx, task_id, t0)
@@ -226,6 +233,8 @@ def worker_main(idx: int, inbound: Any, outbound: Any, slots: Any, initializer: 
                     payload = None
                     t1 = monotonic()
                     put(head + pack_res(task_id, status, 0, len(body), t0, t1) + body, None)
+                    if dropped:
+                        release_dropped()
             elif kind == b"F":
                 _, func_id = FUNC_HDR.unpack_from(msg, 0)
                 try:
