@@ -446,8 +446,11 @@ def zygote_main(cmd: Any, report: Any, alive: Any, outbound: Any, slots: Any,
                     msg = cmd.recv()
                 except (EOFError, OSError):
                     # The parent died (EOF, or a ring it sent could not be attached: its fds
-                    # went with it), or it closed the pipe; the alive pipe tells which.
-                    if alive.poll(0):
+                    # went with it), or it closed the pipe after telling us to go.  A dead
+                    # parent's alive pipe need not show EOF yet (the kernel closes its fds one
+                    # by one, and its death signal comes after them): a close we were not told
+                    # of first is a death, whose segments we sweep.
+                    if not exiting or alive.poll(0):
                         parent_gone()
                     msg = ("killall",)
                 op = msg[0]
