@@ -135,3 +135,24 @@ def test_pool_worker_unmaps_a_task_argument_after_sending_its_result(ctx):
         assert [pool.apply(_sum_and_keep_nothing, (v,)) for v in
                 (multitask.shared_array(8) + 1, multitask.shared_array(8)[2:])] == [8.0, 0.0]
         assert pool.apply(_memfd_maps) == idle
+
+
+def test_a_process_forked_from_a_worker_does_not_park_segments():
+    from multitask import shared
+
+    assert shared._deferred is None
+    parked = shared.defer_releases()
+    try:
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.write(w, b"1" if shared._deferred is None else b"0")
+            os._exit(0)
+        os.close(w)
+        assert os.read(r, 1) == b"1"
+        os.close(r)
+        os.waitpid(pid, 0)
+        assert shared._deferred is parked
+    finally:
+        shared.release_deferred()
+        shared._stop_deferring()

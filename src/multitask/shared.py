@@ -63,12 +63,24 @@ class _Segment:
         return (_attach_segment, (None, os.getpid(), self.fd, self.size))
 
 
-def defer_releases() -> None:
+def defer_releases() -> list[tuple[mmap.mmap, int]]:
     """From now on (a Pool worker), keep dropped segments mapped until
     :func:`release_deferred`: the worker drops a task's arguments before it sends the result
-    (see backends/_worker.py), and the result need not wait for the unmapping."""
+    (see backends/_worker.py), and the result need not wait for the unmapping.  Returns the
+    list of parked segments (empty when there is nothing to release)."""
     global _deferred
     _deferred = []
+    return _deferred
+
+
+def _stop_deferring() -> None:
+    # A process forked by a task is not a Pool worker: nothing would release what it parks.
+    global _deferred
+    _deferred = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_stop_deferring)
 
 
 def release_deferred() -> None:

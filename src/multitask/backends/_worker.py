@@ -135,8 +135,7 @@ def worker_main(idx: int, inbound: Any, outbound: Any, slots: Any, initializer: 
 
     put = outbound.put
     head = BATCH_HDR.pack(b"R", 1, idx)
-    shared.defer_releases()
-    dropped = shared._deferred   # shared_array segments the arguments held, unmapped after put
+    dropped = shared.defer_releases()   # shared_array segments of arguments: unmapped after put
     release_dropped = shared.release_deferred
 
     def prepare(func_id: int, data: Any) -> tuple[Any, Any]:

@@ -991,8 +991,8 @@ class ProcessBackend(Backend):
             # in the result ring, unread.  Settled here, it gives the pid to wait on.
             self.lead(self._exit_pids_known, deadline)
             fds = self._exit_fds()
-            if timeout is not None:
-                timeout = max(0.0, deadline - time.monotonic())  # type: ignore[operator]
+            if deadline is not None:
+                timeout = max(0.0, deadline - time.monotonic())
         if fds is None:
             if not self._all_exited.wait(timeout):
                 return False
