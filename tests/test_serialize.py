@@ -199,3 +199,15 @@ def test_typed_list_inside_a_container_is_plain_pickle():
     obj = {"a": list(range(100))}
     assert dumps(obj)[0] == 0x80
     assert loads(dumps(obj)) == obj
+
+
+@pytest.mark.parametrize("size", [0, 100, 65535, 65536, 65537, 1 << 20, (3 << 20) + 5])
+@pytest.mark.parametrize("kind", [bytes, bytearray])
+def test_large_bytes_are_built_as_the_exact_pickle(kind, size):
+    # dumps assembles big bytes/bytearray pickles itself (one allocation): the result must be
+    # what pickle writes, and load back as an equal object of the same type
+    obj = kind(os.urandom(size))
+    data = dumps(obj)
+    assert data == pickle.dumps(obj, 5)
+    back = loads(data)
+    assert type(back) is kind and back == obj
