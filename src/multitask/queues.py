@@ -14,10 +14,11 @@ with these differences, all on purpose:
 * **Large objects** travel through shared memory (NumPy arrays as pickle-5 out-of-band buffers;
   big pickles as a spilled segment), not through a pipe (gh-89467).
 * **Unbounded** (``maxsize <= 0``) means a 64 MiB ring (virtual memory; pages are touched only as
-  it fills, and all but the first 8 MiB are returned whenever it empties).  The stdlib buffers without limit in its feeder thread; here
-  a ``put`` into a full unbounded ring **blocks** until consumers make room (``put_nowait``
-  raises ``queue.Full``).  A bounded queue is full when it holds ``maxsize`` messages *or* its
-  4 MiB ring is full (objects over 1 MiB take only a reference's room).
+  it fills, and all but the first 8 MiB are returned whenever it empties).  The stdlib buffers
+  without limit in its feeder thread; here a ``put`` into a full unbounded ring **blocks** until
+  consumers make room (``put_nowait`` raises ``queue.Full``).  A bounded queue is full when it
+  holds ``maxsize`` messages *or* its 4 MiB ring is full (objects over 1 MiB take only a
+  reference's room).
 * Batch calls ``put_many(items)`` / ``get_many(max_items, timeout)``.
 * Queues pickle to any process at any time (fork, spawn, forkserver children, Pool task arguments
   and results), not only while spawning a child.
