@@ -33,6 +33,12 @@ def sleep_then_return(x: int, seconds: float = 0.05) -> int:
     return x
 
 
+def exit_cleanly_on_7(x: int) -> int:
+    if x == 7:
+        os._exit(0)   # exit code 0, but without the worker's "done"
+    return x
+
+
 def kill_self_on_7(x: int) -> int:
     if x == 7:
         os.kill(os.getpid(), signal.SIGKILL)
@@ -140,6 +146,27 @@ def test_sigkilled_worker_surfaces_worker_died_error(on_error):
     assert info.value.signal == signal.SIGKILL
     assert "kill_self_on_7" in str(info.value)
     assert all(s.alive == 0 for s in pipe.statistics())
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_exiting_with_code_0_before_its_done_is_a_death():
+    # The watcher reports the exit behind everything the worker put on its out-queue, so an
+    # exit not preceded by "done" is a death even with code 0 (no grace period to wait out).
+    pipe = Pipeline().stage(exit_cleanly_on_7, workers=2)
+    with pytest.raises(WorkerDiedError) as info:
+        pipe.run_all(range(50))
+    assert info.value.exitcode == 0 and info.value.signal is None
+    assert "exit_cleanly_on_7" in str(info.value)
+    assert all(s.alive == 0 for s in pipe.statistics())
+
+
+@pytest.mark.timeout(60)
+def test_clean_runs_leave_no_thread_behind():
+    before = set(threading.enumerate())
+    for kind in ("process", "thread"):
+        assert Pipeline().stage(square, workers=2, kind=kind).run_all(range(200)) == [
+            x * x for x in range(200)]
+    assert set(threading.enumerate()) <= before
 
 
 @pytest.mark.timeout(60)

@@ -45,8 +45,16 @@ Data flow of one item
    exception that stopped the run (``on_error="raise"``).
 6. **Failure and Ctrl-C**: the first failure that stops the run (an item's exception under
    ``on_error="raise"``, a worker process that died, an exception from the source) sets a stop
-   flag that every thread of the run polls at least every 100 ms; the caller's iterator raises the
-   failure; process workers are terminated (then killed), threads are joined, queues are closed.
+   flag and wakes every thread of the run where it waits (a marker in each router's out-queue
+   and each thread worker's in-queue, a notification of every stage's capacity); the caller's
+   iterator raises the failure; process workers are terminated (then killed), the queues are
+   closed (which wakes a thread blocked putting into one) and the threads are joined.  Nothing
+   polls: every wait is on a queue, a condition or the workers' sentinels.
+7. **Worker death**: a **watcher** thread waits on the sentinels of every worker process.  When
+   one exits it puts ``("exited", index, exitcode)`` on that stage's out-queue, *behind*
+   everything the worker put there (a put is complete when it returns: the queue has no feeder
+   thread).  The router reads it in order: a worker that said "done" before exiting ended
+   normally; any other exit is :class:`~multitask.WorkerDiedError`.
    Ctrl-C in the caller raises :class:`KeyboardInterrupt` out of the iterator and shuts down the
    same way; worker processes ignore SIGINT so a Ctrl-C prints one traceback, not one per worker.
 
@@ -78,6 +86,7 @@ from typing import Any, Literal
 import cloudpickle
 
 from ._core._errors import (
+    ClosedError,
     RemoteError,
     RemoteTraceback,
     SerializationError,
@@ -91,15 +100,11 @@ logger = logging.getLogger("multitask")
 Kind = Literal["process", "thread"]
 OnError = Literal["raise", "skip"]
 
-# How often blocked threads of a run wake up to look at the stop flag and at the workers.
-_POLL = 0.05
-# A worker that exited with code 0 without saying "done" is declared dead after this long
-# (its "done" marker may still be in flight in the queue when we see the exit code).
-_DONE_GRACE = 2.0
 # How long shutdown waits for a worker process to exit after SIGTERM before SIGKILL.
 _TERM_GRACE = 2.0
 
 _STOP = None  # the marker a worker reads as "no more input"
+_WAKE = "wake"  # put on a router's out-queue when the run stops: look at the stop flag
 
 
 # --------------------------------------------------------------------------------------------
@@ -289,12 +294,13 @@ def _process_worker(fn_blob: bytes, in_q: Any, out_q: Any, index: int, ppid: int
 
 def _thread_worker(fn: Callable[[Any], Any], in_q: queue.Queue[Any], out_q: queue.Queue[Any],
                    index: int, stop: threading.Event) -> None:
-    """Loop of a thread-stage worker: same protocol as the process worker, without pickling."""
+    """Loop of a thread-stage worker: same protocol as the process worker, without pickling.
+
+    Blocks in ``in_q.get()``; a stopped run wakes it with a ``_STOP`` marker (see
+    ``_StageRun.wake``).
+    """
     while not stop.is_set():
-        try:
-            batch = in_q.get(timeout=_POLL)
-        except queue.Empty:
-            continue
+        batch = in_q.get()
         if batch is _STOP:
             break
         out: list[_Result] = []
@@ -327,12 +333,17 @@ class _Capacity:
         self._cond = threading.Condition()
 
     def acquire(self, n: int, stop: threading.Event) -> bool:
-        """Block until ``n`` more items fit; return False (acquiring nothing) if ``stop`` is set."""
+        """Block until ``n`` more items fit; return False (acquiring nothing) if ``stop`` is set.
+
+        A run that stops sets ``stop`` and then calls :meth:`wake`, so the wait needs no timeout.
+        """
         with self._cond:
             while self.used + n > self.limit:
                 if stop.is_set():
                     return False
-                self._cond.wait(_POLL)
+                self._cond.wait()
+            if stop.is_set():
+                return False
             self.used += n
             self.high = max(self.high, self.used)
             return True
@@ -340,6 +351,11 @@ class _Capacity:
     def release(self, n: int) -> None:
         with self._cond:
             self.used -= n
+            self._cond.notify_all()
+
+    def wake(self) -> None:
+        """Wake every thread waiting in :meth:`acquire` (to look at the stop flag)."""
+        with self._cond:
             self._cond.notify_all()
 
 
@@ -389,7 +405,8 @@ class _StageRun:
                     args=(fn_blob, self.in_q, self.out_q, i, os.getpid()),
                     name=f"{spec.name}-{i}", daemon=True))
         else:
-            self.in_q = queue.Queue(qsize)
+            # Unbounded: the capacity already limits the items, and wake() must never block.
+            self.in_q = queue.Queue()
             self.out_q = queue.Queue()
             for i in range(spec.workers):
                 self.threads.append(threading.Thread(
@@ -399,14 +416,30 @@ class _StageRun:
     # -- feeding ---------------------------------------------------------------------------
 
     def _put(self, msg: Any) -> bool:
-        """Put on the in-queue, waking up to check the stop flag; False if stopped."""
-        while True:
-            try:
-                self.in_q.put(msg, timeout=_POLL)
-                return True
-            except queue.Full:
-                if self.stop.is_set():
-                    return False
+        """Put on the in-queue; False if the run stopped.
+
+        The in-queue has room for every item the capacity admits plus the stop markers, so this
+        blocks only while a process stage's queue is full by bytes (large items); a stopped run
+        closes that queue, which ends the wait with ClosedError.
+        """
+        if self.stop.is_set():
+            return False
+        try:
+            self.in_q.put(msg)
+        except ClosedError:
+            return False
+        return True
+
+    def wake(self) -> None:
+        """Wake this stage's waiting threads after the run's stop flag was set: the feeder or
+        router waiting for capacity, the router blocked on the out-queue, thread workers
+        blocked on the in-queue.  Never blocks."""
+        self.capacity.wake()
+        with contextlib.suppress(queue.Full, ClosedError, ValueError, OSError):
+            self.out_q.put_nowait(_WAKE)   # full: the router is not waiting on it
+        if self.spec.kind == "thread":
+            for _ in self.threads:
+                self.in_q.put_nowait(_STOP)
 
     def give(self, items: list[Any]) -> bool:
         """Hand ``items`` to this stage; blocks while it is full.  False if the run stopped.
@@ -457,23 +490,11 @@ class _StageRun:
             out.append((seq, False, item, error, tb))
         return out
 
-    def check_workers(self, first_seen: dict[int, float]) -> WorkerDiedError | None:
-        """Return an error for a worker process that exited without saying "done"."""
-        for i, proc in enumerate(self.processes):
-            if i in self.done:
-                continue
-            code = proc.exitcode
-            if code is None:
-                continue
-            if code == 0:
-                # A clean exit may have its "done" marker still in the queue: give it time.
-                seen = first_seen.setdefault(i, time.monotonic())
-                if time.monotonic() - seen < _DONE_GRACE:
-                    continue
-            err = WorkerDiedError(pid=proc.pid, exitcode=code)
-            err.args = (f"{err.args[0]} in pipeline stage {self.spec.name!r}",)
-            return err
-        return None
+    def died(self, index: int, code: int | None) -> WorkerDiedError:
+        proc = self.processes[index]
+        err = WorkerDiedError(pid=proc.pid, exitcode=code)
+        err.args = (f"{err.args[0]} in pipeline stage {self.spec.name!r}",)
+        return err
 
     def statistics(self) -> StageStatistics:
         spec = self.spec
@@ -500,6 +521,44 @@ class _Failed:
 
 
 _END = "end"
+
+
+class _Watcher:
+    """Waits on the sentinels of a run's worker processes and reports each exit to its stage's
+    router, as ``("exited", index, exitcode)`` on the stage's out-queue (see the module
+    docstring, "Worker death").  A pipe wakes it when the run shuts down."""
+
+    def __init__(self, stages: list[_StageRun]) -> None:
+        self._stages = stages
+        self._wake_r, self._wake_w = os.pipe()
+        self._thread = threading.Thread(target=self._loop, name="pipeline-watcher", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _loop(self) -> None:
+        from multiprocessing.connection import wait
+
+        waiting = {p.sentinel: (st, i, p) for st in self._stages
+                   for i, p in enumerate(st.processes) if p.pid is not None}
+        while waiting:
+            ready = wait([*waiting, self._wake_r])
+            if self._wake_r in ready:
+                return
+            for sentinel in ready:
+                st, i, proc = waiting.pop(sentinel)
+                proc.join(5.0)   # the sentinel fired: the exit code is there (or at once)
+                with contextlib.suppress(ClosedError, ValueError, OSError):
+                    st.out_q.put(("exited", i, proc.exitcode))
+
+    def stop(self) -> None:
+        """Wake the thread, join it and release the pipe (the workers are gone by now)."""
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")
+        if self._thread.ident is not None:
+            self._thread.join(10.0)
+        os.close(self._wake_r)
+        os.close(self._wake_w)
 
 
 # --------------------------------------------------------------------------------------------
@@ -630,16 +689,24 @@ class Pipeline:
         failure: list[BaseException] = []
         lock = threading.Lock()
 
+        stages: list[_StageRun] = []
+
+        def halt() -> None:
+            """Set the stop flag, then wake every thread of the run where it waits."""
+            stop.set()
+            for st in stages:
+                st.wake()
+
         def fail(exc: BaseException) -> None:
             with lock:
                 if failure:
                     return
                 failure.append(exc)
-            stop.set()
+            halt()
             results.put(_Failed)
 
-        stages: list[_StageRun] = []
         threads: list[threading.Thread] = []
+        watcher: _Watcher | None = None
         progress: Any = None
         completed = False
         try:
@@ -656,6 +723,8 @@ class Pipeline:
             for st in stages:
                 for t in st.threads:
                     t.start()
+            if any(st.processes for st in stages):
+                watcher = _Watcher(stages)
             threads.append(threading.Thread(
                 target=self._feeder, args=(iter(source), stages[0], stop, fail),
                 name=f"{self.name}-feeder", daemon=True))
@@ -666,13 +735,12 @@ class Pipeline:
                     name=f"{self.name}-router-{st.spec.name}", daemon=True))
             for t in threads:
                 t.start()
+            if watcher is not None:
+                watcher.start()
             progress = self._start_progress(source, stages, stop)
             last = stages[-1]
             while True:
-                try:
-                    msg = results.get(timeout=_POLL)
-                except queue.Empty:
-                    continue
+                msg = results.get()   # fail() and the last router always put something
                 if msg is _Failed:
                     raise failure[0]
                 if msg == _END:
@@ -683,8 +751,8 @@ class Pipeline:
             completed = True
         finally:
             if not completed:
-                stop.set()
-            self._shutdown(stages, threads, aborted=not completed)
+                halt()
+            self._shutdown(stages, threads, watcher, aborted=not completed)
             if progress is not None:
                 progress.refresh()
                 progress.stop()
@@ -715,6 +783,9 @@ class Pipeline:
                 stop: threading.Event, fail: Callable[[BaseException], None]) -> None:
         try:
             self._route(st, nxt, results, stop, fail)
+        except ClosedError:
+            if not stop.is_set():   # closed under us only by the shutdown of a stopped run
+                raise
         except BaseException as exc:  # a bug here must stop the run, not hang it
             logger.exception("pipeline router for stage %r failed", st.spec.name)
             fail(exc)
@@ -724,29 +795,28 @@ class Pipeline:
         spec = st.spec
         pending: dict[int, _Result] = {}  # reorder buffer (ordered stages)
         next_out = 0
-        first_seen: dict[int, float] = {}
-        last_check = 0.0
         out_batch = nxt.spec.batch_size if nxt is not None else 256
         while not stop.is_set():
-            msgs: list[Any] = []
+            # Blocks until a worker's results, its "done", its exit (from the watcher) or the
+            # stopped run's wake-up marker; then takes what else is ready, so that small items
+            # travel on in batches.
+            msgs: list[Any] = [st.out_q.get()]
             try:
-                msgs.append(st.out_q.get(timeout=_POLL))
-                # Take what else is ready, so small items travel on in batches.
                 while len(msgs) < out_batch:
                     msgs.append(st.out_q.get_nowait())
             except queue.Empty:
                 pass
-            now = time.monotonic()
-            if st.processes and (not msgs or now - last_check > 0.1):
-                last_check = now
-                died = st.check_workers(first_seen)
-                if died is not None:
-                    fail(died)
-                    return
             got: list[_Result] = []
             for msg in msgs:
                 if isinstance(msg, tuple) and msg[:1] == ("done",):
                     st.done.add(msg[1])
+                elif isinstance(msg, tuple) and msg[:1] == ("exited",):
+                    # behind everything the worker put: "done" came first if it ended normally
+                    if msg[1] not in st.done:
+                        fail(st.died(msg[1], msg[2]))
+                        return
+                elif isinstance(msg, str):   # _WAKE: the run stopped (checked by the loop)
+                    continue
                 else:
                     got.extend(st.decode(msg))
             while st.local:
@@ -811,7 +881,7 @@ class Pipeline:
         return True
 
     def _shutdown(self, stages: list[_StageRun], threads: list[threading.Thread],
-                  aborted: bool) -> None:
+                  watcher: _Watcher | None, aborted: bool) -> None:
         """Stop and join every worker and thread of a run; close its queues.  Never hangs."""
         procs = [p for st in stages for p in st.processes if p.pid is not None]
         if aborted:
@@ -826,6 +896,17 @@ class Pipeline:
                 with contextlib.suppress(Exception):
                     p.kill()
                 p.join(5.0)
+        if watcher is not None:
+            watcher.stop()
+        if aborted:
+            # A feeder or router may be blocked putting into a process stage's queue that is
+            # full by bytes; its workers are gone, so closing the queue is what ends that wait.
+            for st in stages:
+                if st.spec.kind == "process":
+                    for q in (st.in_q, st.out_q):
+                        with contextlib.suppress(Exception):
+                            q.cancel_join_thread()
+                            q.close()
         workers = [t for st in stages for t in st.threads]
         for t in threads + workers:
             if t.ident is not None:
