@@ -8,10 +8,12 @@ test_backends_common.py (whose cluster fixture this module reuses).
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -191,6 +193,38 @@ def test_initializer_failure_breaks_the_pool(cluster):
 def test_too_many_actors_for_the_cluster_is_an_error(cluster):
     with pytest.raises(ValueError, match="CPUs"):
         mp.Pool(16, backend="ray")
+
+
+def test_an_actor_ray_never_creates_is_replaced_not_waited_for(cluster, monkeypatch):
+    # An actor that needs a resource no node has is never created: the start watchdog kills
+    # and replaces it (warning each time) instead of letting its queued call wait for ever, and
+    # stopping the pool does not wait for it either.
+    from multitask.backends import ray as ray_backend
+
+    monkeypatch.setattr(ray_backend, "_START_GRACE", 0.5)
+    replaced = threading.Event()
+
+    class Watch(logging.Handler):
+        def emit(self, record):
+            if "did not create" in record.getMessage():
+                replaced.set()
+
+    watch = Watch(logging.WARNING)
+    logging.getLogger("multitask").addHandler(watch)
+    pool = mp.Pool(1, backend="ray", ray_actor_options={"resources": {"no-such-node": 1}})
+    try:
+        r = pool.apply_async(square, (3,))
+        assert not r.ready()
+        assert replaced.wait(30)
+        assert pool.statistics().workers_replaced >= 1
+    finally:
+        logging.getLogger("multitask").removeHandler(watch)
+        t0 = time.monotonic()
+        pool.terminate()
+        pool.join()
+        assert time.monotonic() - t0 < 15
+    with pytest.raises(mp.ClosedError):
+        r.get(timeout=5)
 
 
 _MAIN_PROGRAM = textwrap.dedent("""

@@ -56,6 +56,13 @@ Differences from the process backend:
 * ``task_timeout`` is measured from when the actor started the task, as seen from here (the
   completion of the task before it, or the dispatch); an overdue task's actor is killed with
   ``ray.kill``, its result raises :class:`multitask.TaskTimeoutError`, the actor is replaced;
+* an actor Ray has not *created* 20 s after it was asked for (seen on a 2-core machine right
+  after other actors were killed: "starting" for ever, with the calls queued on it) is killed
+  and replaced, its queued calls sent again, with a warning on the ``"multitask"`` logger; the
+  initializer's own time does not count;
+* stopping a pool waits (at most 10 s) until Ray is done with its killed actors -- an unborn
+  one's first call has failed, a local one's process has exited -- so that the next pool's
+  actors are not placed while these are torn down (the race that leaves one never created);
 * a result that Ray cannot serialize raises :class:`multitask.SerializationError`;
 * ``nice``/``cpu_affinity`` are applied in each actor process (on its node);
 * statistics: ``pid`` is the actor's process id on its node; ``queued`` tasks wait here, not
@@ -72,9 +79,11 @@ actor attaches to it through ``/proc``); across nodes use :class:`RayQueue`, whi
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import os
 import pickle
 import queue as _queue
+import select
 import socket
 import sys
 import sysconfig
@@ -106,6 +115,11 @@ from . import Backend
 
 # Arrays at least this large travel through the object store by an explicit ray.put.
 _BIG_ARRAY_BYTES = 1 << 20
+# How long stopping a pool waits for the processes of its killed actors to exit.
+_DEATH_WAIT = 10.0
+# An actor Ray has not created after this long is killed and replaced (its queued calls are
+# sent again); the initializer's time does not count.
+_START_GRACE = 20.0
 # Queue a second task on a busy actor only when its task takes less than this (measured) ...
 _PIPELINE_BELOW = 0.02
 # ... and the one it runs has not been running longer than max(this, 4 x the measured time).
@@ -300,6 +314,8 @@ class _Actor:
     """The driver's record of one worker slot (the index survives replacements)."""
 
     __slots__ = (
+        "alive",
+        "born",
         "created",
         "funcs",
         "gen",
@@ -309,6 +325,7 @@ class _Actor:
         "inflight",
         "pid",
         "quota",
+        "ready",
         "state",
         "tasks_done",
         "tasks_failed",
@@ -325,6 +342,9 @@ class _Actor:
         self.tasks_done = 0
         self.tasks_failed = 0
         self.created = time.time()
+        self.born = time.monotonic()
+        self.alive = False               # Ray has created it (its first call ran)
+        self.ready: Any = None           # that first call's future
         self.quota = quota
         self.gen = gen
 
@@ -392,6 +412,7 @@ class RayBackend(Backend):
         self._funcs: dict[int, tuple[Any, int, bytes]] = {}
         self._func_ids = 0
         self._released = False
+        self._watch_starts = False
         self._actors = [self._new_actor_locked(i) for i in range(self.processes)]
         self._thread = threading.Thread(target=self._result_loop, daemon=True,
                                         name="multitask-ray-results")
@@ -401,10 +422,17 @@ class RayBackend(Backend):
         self._gen += 1
         handle: Any = _RemoteWorker.options(**self._actor_options).remote()
         actor = _Actor(idx, handle, self.maxtasksperchild, self._gen)
+        events = self._events
+        # First call: done once Ray has created the actor, before the initializer (in setup)
+        # runs -- what the start watchdog (_next_deadline) waits for.
+        actor.ready = handle.__ray_ready__.remote().future()
+        actor.ready.add_done_callback(lambda f: events.put(("alive", actor, f)))
         ref = handle.setup.remote(self._initializer_bytes, self.initargs, self.nice,
                                   self.cpu_affinity)
-        events = self._events
         ref.future().add_done_callback(lambda f: events.put(("setup", actor, f)))
+        if not self._watch_starts:
+            self._watch_starts = True
+            events.put(("tick",))    # the result thread recomputes its next deadline
         return actor
 
     # -- submitting --------------------------------------------------------------------------
@@ -538,6 +566,9 @@ class RayBackend(Backend):
                     self._on_done(ev[1], ev[2], ev[3])
                 elif kind == "setup":
                     self._on_setup(ev[1], ev[2])
+                elif kind == "alive":
+                    if ev[2].exception() is None:
+                        ev[1].alive = True      # a death shows in setup's outcome instead
                 elif kind == "stop":
                     return
             except BaseException:  # the result thread must survive anything
@@ -669,13 +700,31 @@ class RayBackend(Backend):
             self._drained.set()
 
     def _next_deadline(self) -> float | None:
-        """Kill actors whose running task overran; return seconds until the next check."""
+        """Kill actors whose running task overran, replace actors Ray never created; return
+        seconds until the next check."""
         now = time.monotonic()
         soonest: float | None = None
         expired: list[tuple[_Actor, _Call, float]] = []
+        stalled: list[_Actor] = []
         with self._lock:
             if self._terminated:
                 return None
+            self._watch_starts = False
+            for a in self._actors:
+                if a.state != "starting" or a.alive:
+                    continue
+                # Ray sometimes never creates an actor asked for right after others were
+                # killed (seen on this 2-core machine: "starting" for ever, its calls with it).
+                self._watch_starts = True
+                deadline = a.born + _START_GRACE
+                if now >= deadline:
+                    stalled.append(a)
+                elif soonest is None or deadline < soonest:
+                    soonest = deadline
+            for a in stalled:
+                logger.warning("multitask: Ray did not create a pool actor within %g s; "
+                               "replacing it", _START_GRACE)
+                self._lose_actor_locked(a, kill=True)
             for a in self._actors:
                 if not a.inflight or a.state == "dead":
                     continue
@@ -700,7 +749,7 @@ class RayBackend(Backend):
                     timeout=limit, pid=a.pid)
                 settled.append((a, head.task, exc, head.started))
                 self._lose_actor_locked(a, kill=True)
-            failures = self._dispatch_locked() if expired else []
+            failures = self._dispatch_locked() if expired or stalled else []
         self._report(failures)
         for a, task, exc, started in settled:
             task.job.task_done(task, False, exc, started, now, a.idx, a.pid)
@@ -770,6 +819,7 @@ class RayBackend(Backend):
         for a in actors:
             a.state = "dead"
             _kill(a.handle)
+        _await_exits(actors, _DEATH_WAIT)
         self._events.put(("stop",))
         if threading.current_thread() is not self._thread:
             self._thread.join(10.0)
@@ -814,6 +864,46 @@ def _kill(handle: Any) -> None:
         ray.kill(handle, no_restart=True)
     except Exception:  # already gone, or Ray shut down: nothing left to stop
         pass
+
+
+def _await_exits(actors: list[_Actor], timeout: float) -> None:
+    """Wait (at most ``timeout`` s) until Ray is done with killed actors.
+
+    ``ray.kill`` only asks.  A pool made right after this one could otherwise get its actors
+    placed while Ray is still tearing these down: on this 2-core machine that race left a new
+    actor of the next pool "starting" for ever, about one test run in six.  An actor Ray had
+    not created yet is waited for through its first call (it fails once the kill has gone
+    through); a created one on this host through a pidfd on its process.  Events, no polling.
+    Actors on other nodes are not waited for.
+    """
+    deadline = time.monotonic() + timeout
+    unborn = [a.ready for a in actors if not a.alive and a.ready is not None]
+    if unborn:
+        concurrent.futures.wait(unborn, timeout=timeout)
+    host = socket.gethostname()
+    poller = select.poll()
+    fds = []
+    for a in actors:
+        if a.pid is None or a.host != host:
+            continue
+        try:
+            fd = os.pidfd_open(a.pid)
+        except OSError:   # gone already (or no pidfds here): nothing to wait for
+            continue
+        fds.append(fd)
+        poller.register(fd, select.POLLIN)
+    try:
+        left = len(fds)
+        while left:
+            wait_ms = (deadline - time.monotonic()) * 1000
+            if wait_ms <= 0:
+                break
+            for fd, _ in poller.poll(wait_ms):
+                poller.unregister(fd)
+                left -= 1
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def _first_line(exc: BaseException) -> str:
