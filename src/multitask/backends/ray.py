@@ -755,7 +755,8 @@ class RayBackend(Backend):
             task.job.task_done(task, False, exc, started, now, a.idx, a.pid)
         if settled:
             self.notify_pool()
-            return 0.0
+        if settled or stalled:
+            return 0.0    # look again at once: the replacements' start deadlines count now
         if soonest is None:
             return None
         return max(0.0, soonest - time.monotonic()) + 0.001
