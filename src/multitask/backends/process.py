@@ -71,6 +71,7 @@ from .._core._errors import (
 from .._core._ring import Ring, new_group
 from ..monitor import _hook
 from ..pool._jobs import MODE_CALL, MODE_ITEMS, Job, Redo, Task
+from ..pool._results import logger
 from . import Backend
 from ._slots import Slots
 
@@ -105,14 +106,20 @@ _MAIN_THREAD = threading.main_thread().ident
 class _Worker:
     """The parent's record of one worker slot (the slot index survives replacements)."""
 
-    __slots__ = ("forget", "funcs", "idx", "inflight", "pid", "queued", "quitting", "quota",
-                 "ready", "ring", "started", "state", "tasks_done", "tasks_failed")
+    __slots__ = ("backlog", "forget", "funcs", "idx", "inflight", "pid", "queued", "quitting",
+                 "quota", "ready", "ring", "send_lock", "started", "state", "tasks_done",
+                 "tasks_failed")
 
     def __init__(self, idx: int, ring: Ring, quota: int | None) -> None:
         self.idx = idx
         self.pid: int | None = None
         self.ring = ring
         self.inflight: collections.deque[Task] = collections.deque()
+        # Messages decided for this worker and not yet in its ring, in the order of inflight
+        # (appended under the backend's _lock; put into the ring only by _flush, one thread at a
+        # time under send_lock, so the ring's order is the order of inflight -- see _flush).
+        self.backlog: collections.deque[bytes] = collections.deque()
+        self.send_lock = threading.Lock()
         self.funcs: set[int] = set()     # function ids this worker has cached
         self.forget: list[int] = []      # ids it should drop (evicted from the parent's cache)
         self.state = "starting"
@@ -128,10 +135,10 @@ class _Worker:
 class _Sends:
     """Work decided under the lock, carried out after it is released."""
 
-    __slots__ = ("failures", "poke", "puts")
+    __slots__ = ("failures", "flush", "poke")
 
     def __init__(self) -> None:
-        self.puts: list[tuple[_Worker, list[bytes]]] = []
+        self.flush: list[_Worker] = []   # workers given messages (in their backlog) to put
         self.failures: list[tuple[Task, BaseException]] = []
         self.poke = False    # a task with a timeout left: the watcher must recompute its wake-up
 
@@ -191,6 +198,7 @@ class ProcessBackend(Backend):
         self._stopped = False
         self._broken: BaseException | None = None
         self._replaced = 0
+        self._order_breach_logged = False
         self._funcs: collections.OrderedDict[int, tuple[Any, int, bytes]] = (
             collections.OrderedDict())
         self._func_ids = 0
@@ -466,24 +474,61 @@ class ProcessBackend(Backend):
             if not self._has_room(w) or w.quitting:
                 live.remove(w)
         for batch in batches.values():
-            sends.puts.append((batch.worker, batch.finish()))
+            batch.worker.backlog.extend(batch.finish())
+            sends.flush.append(batch.worker)
         return sends
 
     def _send(self, sends: _Sends) -> None:
-        """Put dispatched messages into the rings and report failures; never under ``_lock``."""
-        for w, msgs in sends.puts:
-            try:
-                # Prefetch is bounded, so these fit; larger messages spill inside Ring.put.
-                if len(msgs) == 1:
-                    w.ring.put(msgs[0], None)
-                else:
-                    w.ring.put_many(msgs, None)
-            except ClosedError:
-                pass  # the worker died meanwhile; its death settles these tasks
+        """Put dispatched messages into the rings and report failures; never under ``_lock``.
+
+        Never blocks: what does not fit into a worker's ring stays in its backlog (see _flush).
+        """
+        if sends.flush:
+            for w in sends.flush if len(sends.flush) == 1 else dict.fromkeys(sends.flush):
+                self._flush(w)
         for task, exc in sends.failures:
             task.job.task_done(task, False, exc, 0.0, 0.0, -1, None)
         if sends.poke:
             self.poke_watcher()
+
+    def _flush(self, w: _Worker) -> None:
+        """Move worker ``w``'s backlog into its ring, in order, without ever waiting for room.
+
+        Dispatch decides under ``_lock`` (which tasks, in which order: ``w.inflight``) and
+        appends the messages to ``w.backlog`` there; the copy into the ring happens here, after
+        ``_lock`` is released.  Several threads dispatch (a caller's submit, the reader of the
+        results, the watcher after a death), so the puts are serialized by ``w.send_lock`` and
+        each flush takes *everything* queued so far: the ring receives the messages in the
+        order of ``inflight``, which is what the worker's results are matched against.  (Before,
+        each dispatcher put its own batch after releasing ``_lock``; two of them could overtake
+        each other, the worker then answered in another order than ``inflight``, and those
+        results were dropped as stale: a lost result and a hung ``get()``, issue #16.)
+
+        The put does not wait (timeout 0): whatever does not fit stays at the front of the
+        backlog and is flushed when this worker's next result is settled -- a worker whose
+        ring is full has tasks to run, so a result is coming.  The thread reading results thus
+        never blocks on a worker's ring.  ``send_lock`` is held only across that non-blocking
+        put, so a thread waiting for it waits for a bounded memcpy, never for a worker.
+        """
+        with w.send_lock:
+            while True:
+                with self._lock:
+                    if not w.backlog:
+                        return
+                    if w.state == "dead":   # its death re-queued or failed these tasks
+                        w.backlog.clear()
+                        return
+                    msgs = list(w.backlog)
+                    w.backlog.clear()
+                try:
+                    n = w.ring.put_many(msgs, 0)
+                except ClosedError:
+                    return   # the worker died meanwhile; its death settles these tasks
+                if n < len(msgs):
+                    with self._lock:
+                        # ahead of anything appended meanwhile (that came later in inflight)
+                        w.backlog.extendleft(reversed(msgs[n:]))
+                    return
 
     def _function_locked(self, fn: Any, w: _Worker) -> tuple[int, list[bytes]]:
         """The function's id, and the messages worker ``w`` needs before using it."""
@@ -636,6 +681,7 @@ class ProcessBackend(Backend):
 
     def _on_results(self, views: list[memoryview]) -> None:
         """Settle a batch of result messages: bookkeeping under the lock, delivery after."""
+        sends = _Sends()
         done: list[tuple[Task, int, memoryview, float, float, int, int | None]] = []
         # item groups: [task, first item, [(status, body)], t0, t1, worker, pid, last]
         items: list[list[Any]] = []
@@ -651,8 +697,10 @@ class ProcessBackend(Backend):
                     off += RES_HDR.size
                     body = view[off:off + n]
                     off += n
-                    # Results come back in the order tasks were sent to this worker.
-                    if not inflight or inflight[0].id != task_id:
+                    # Results come back in the order tasks were sent to this worker, which
+                    # is the order of inflight (see _flush).
+                    if ((not inflight or inflight[0].id != task_id)
+                            and not self._out_of_order_locked(w, task_id)):
                         continue   # a task already settled (terminate raced with it)
                     task = inflight[0]
                     key = id(task.job.fn)
@@ -691,7 +739,12 @@ class ProcessBackend(Backend):
                         per_item = (t1 - t0) / max(1, task.n)
                     old = fn_seconds.get(key)
                     fn_seconds[key] = per_item if old is None else 0.7 * old + 0.3 * per_item
-            sends = self._dispatch_locked()
+                if w.backlog:   # its ring was full: it has taken some of it by now
+                    sends.flush.append(w)
+            dispatched = self._dispatch_locked()
+            sends.flush.extend(dispatched.flush)
+            sends.failures = dispatched.failures
+            sends.poke = dispatched.poke
             self._maybe_quit_locked(sends)
         self._send(sends)
         for task, status, body, t0, t1, idx, pid in done:
@@ -703,6 +756,25 @@ class ProcessBackend(Backend):
             if last:
                 task.wire = None
             task.job.items_done(task, first, outcomes, t0, t1, idx, pid, last)
+
+    def _out_of_order_locked(self, w: _Worker, task_id: int) -> bool:
+        """A result that is not for the head of ``w.inflight``: True if it is for a task further
+        on (settled then, never dropped), False if for none (settled already by terminate).
+
+        Cannot happen while sends keep the order of inflight (see _flush); if a future change
+        breaks that, the result is still delivered and the breach is logged, not hung on.
+        """
+        for k, task in enumerate(w.inflight):
+            if task.id == task_id:
+                del w.inflight[k]
+                w.inflight.appendleft(task)
+                if not self._order_breach_logged:
+                    self._order_breach_logged = True
+                    logger.error("multitask: worker %d answered task %d out of order (an "
+                                 "internal error, please report it); it is settled anyway",
+                                 w.idx, task_id)
+                return True
+        return False
 
     def _decode(self, task: Task, status: int, body: Any) -> tuple[bool, Any]:
         """A result record's outcome: (True, value) or (False, exception); never raises."""
@@ -773,6 +845,7 @@ class ProcessBackend(Backend):
             if redo:
                 self._pending.appendleft(Redo(redo))
             w.state = "dead"
+            w.backlog.clear()   # messages for tasks just failed or re-queued
             w.ring.close()
             graceful = exitcode == 0 and not failed
             # A worker that dies before it is ready (in the initializer, or killed while it
@@ -853,7 +926,8 @@ class ProcessBackend(Backend):
         for w in self._workers:
             if w.state in ("starting", "running") and not w.inflight and not w.quitting:
                 w.quitting = True
-                sends.puts.append((w, [b"Q"]))
+                w.backlog.append(b"Q")
+                sends.flush.append(w)
         if not self._zygote_told and all(
                 w.state == "dead" or (w.state == "running" and w.quitting and not w.inflight)
                 for w in self._workers):
