@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # Re-install when the package definition or the C transport changes.
 DEPS   := pyproject.toml src/multitask/_core/_ringbuf.c
 
-.PHONY: demo test lint typecheck pytest bench bytecode clean install
+.PHONY: demo test lint typecheck pytest bench bytecode clean install soak
 
 $(VENV)/.installed-dev: $(DEPS)
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,15 @@ pytest: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -m ray
 
 test: lint typecheck pytest
+
+# The long soak (issue #16): random seeds for SOAK_MINUTES; `make soak SEED=n` replays one run
+# (add SOAK_SCALE=short SOAK_KIND=fork to replay a failure of tests/test_soak.py).  make test
+# runs the short form (tests/test_soak.py).
+SOAK_MINUTES ?= 30
+SOAK_SCALE   ?= long
+soak: $(VENV)/.installed-dev
+	PYTHONPATH=tests $(BIN)/python -m soak --scale $(SOAK_SCALE) \
+	    $(if $(SEED),--seed $(SEED),--minutes $(SOAK_MINUTES)) $(if $(SOAK_KIND),--kind $(SOAK_KIND))
 
 bench: $(VENV)/.installed-bench bytecode
 	$(BIN)/python benchmarks/run.py

@@ -33,6 +33,7 @@ HERE = os.path.dirname(os.path.realpath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
+import bench_flood  # noqa: E402
 import bench_payload  # noqa: E402
 import bench_pool  # noqa: E402
 import bench_queue  # noqa: E402
@@ -57,6 +58,7 @@ WORKLOADS: dict[str, Callable[[Config], list[Table]]] = {
     "MATRIX": bench_queue.matrix,
     "PINGPONG": bench_queue.pingpong,
     "PAYLOAD": bench_payload.payloads,
+    "FLOOD": bench_flood.flood,
 }
 
 

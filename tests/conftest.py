@@ -105,7 +105,9 @@ def _is_helper_fd(fd: int) -> bool:
     rt = getattr(resource_tracker._resource_tracker, "_fd", None)
     fs = forkserver._forkserver
     fs_fds = {getattr(fs, "_forkserver_alive_fd", None)}
-    return fd == rt or fd in fs_fds
+    from multitask._core import _stacks  # the stack-dump FIFO: one per process, for good
+
+    return fd == rt or fd in fs_fds or fd == _stacks._state.get("fd")
 
 
 def _describe_fds(fds: set[int]) -> list[tuple[int, str]]:

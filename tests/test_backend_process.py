@@ -83,3 +83,22 @@ def test_two_callers_flood_one_pool(n):
         for t in threads:
             t.join(60)
         assert all(out[k] == list(range(n)) for k in range(3))
+
+
+def test_a_callback_waiting_on_its_own_pool_raises_instead_of_hanging(caplog):
+    """Results are delivered by the thread that runs callbacks: a callback that waits for one
+    would wait for ever (the stdlib hangs there).  It gets a ProcessError; the pool goes on."""
+    with mt.get_context("fork").Pool(2) as pool:
+        seen: list[BaseException] = []
+
+        def cb(value):
+            try:
+                pool.apply(ident, (value,))
+            except mt.ProcessError as exc:
+                seen.append(exc)
+
+        rs = [pool.apply_async(ident, (i,), callback=cb) for i in range(20)]
+        assert [r.get(timeout=30) for r in rs] == list(range(20))
+        assert len(seen) == 20
+        assert "callback" in str(seen[0]) and "for ever" in str(seen[0])
+        assert pool.apply(ident, ("after",)) == "after"

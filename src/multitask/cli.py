@@ -4,6 +4,8 @@ Subcommands::
 
     multitask ps [--json] [--tree] [--pid PID]    every running multitask program, its pools and
                                                   workers, with their OS state (like `ps aux`)
+    multitask ps --stacks [--pid PID]             every thread's Python stack in each of those
+                                                  processes, for a bug report (_core/_stacks.py)
     multitask top [--pid PID] [--interval S]      the same, live; q quits
     multitask demo [ARGS...]                      a guided demo (multitask._demo)
     multitask bench [ARGS...]                     the benchmark suite (benchmarks/run.py)
@@ -176,9 +178,72 @@ def _ps_tree(views: list[ProgramView]) -> Tree:
     return root
 
 
+def _stack_of(pid: int) -> str:
+    from ._core import _stacks
+
+    try:
+        dump = _stacks.request(pid)
+    except PermissionError:
+        return "(not allowed: a process of another user)\n"
+    if dump is None:
+        return "(no stack dump: not a multitask process, MULTITASK_STACKS=0, or it exited)\n"
+    return dump or "(no answer within 3 s: the process may be stopped, or SIGUSR2 blocked)\n"
+
+
+def _row_title(row: Row) -> str:
+    if row.role == "worker":
+        title = f"worker {row.worker} of pool {row.pool}"
+        if row.task_state == "busy" and row.task:
+            title += f", busy: {row.task} for {row.task_running_for or 0:.1f} s"
+        elif row.task_state:
+            title += f", {row.task_state}"
+        return title
+    return f"{row.role} {row.name}"
+
+
+def cmd_stacks(args: argparse.Namespace) -> int:
+    """``ps --stacks``: every thread's Python stack in each process of each program (in the
+    program, its workers, its zygotes and plain processes), or in just ``--pid PID``'s."""
+    import psutil
+
+    from .monitor.view import flatten
+
+    views = _views(args.pid)
+    targets: list[tuple[int, str]] = []
+    for v in views:
+        rows = {r.pid: r for r in flatten([v])}
+        try:   # zygotes and other helpers are descendants without a row of their own
+            kids = [c.pid for c in psutil.Process(v.entry.pid).children(recursive=True)]
+        except psutil.Error:
+            kids = []
+        for pid in dict.fromkeys([v.entry.pid, *rows, *kids]):
+            row = rows.get(pid)
+            targets.append((pid, _row_title(row) if row is not None else "child process"))
+    if not targets and args.pid is not None:
+        # not (yet) in the registry, or a worker's pid: that process and its descendants
+        try:
+            kids = [c.pid for c in psutil.Process(args.pid).children(recursive=True)]
+        except psutil.Error:
+            kids = []
+        targets = [(args.pid, "process"), *((k, "child process") for k in kids)]
+    if args.json:
+        json.dump([{"pid": pid, "title": title, "stacks": _stack_of(pid)}
+                   for pid, title in targets], sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return 0
+    if not targets:
+        print("no running multitask programs")
+    for pid, title in targets:
+        sys.stdout.write(f"=== pid {pid}: {title} ===\n{_stack_of(pid)}\n")
+    sys.stdout.flush()
+    return 0
+
+
 def cmd_ps(args: argparse.Namespace) -> int:
     from .monitor.view import flatten
 
+    if args.stacks:
+        return cmd_stacks(args)
     views = _views(args.pid)
     if args.json:
         json.dump([row.as_dict() for row in flatten(views)], sys.stdout, indent=1)
@@ -247,6 +312,8 @@ def _parser() -> argparse.ArgumentParser:
     ps.add_argument("--json", action="store_true", help="print a JSON list, one object a process")
     ps.add_argument("--tree", action="store_true", help="show the process tree (like pstree)")
     ps.add_argument("--pid", type=int, help="only the program with this pid")
+    ps.add_argument("--stacks", action="store_true",
+                    help="print every thread's Python stack in each process (for bug reports)")
     ps.set_defaults(func=cmd_ps)
 
     top = sub.add_parser("top", help="live view of pools and workers (q quits)",

@@ -280,10 +280,11 @@ def become_worker(idx: int, inbound: Any, outbound: Any, slots: Any, initializer
     ``forked_by``: the pid whose death must kill this worker (PR_SET_PDEATHSIG);
     ``after_fork``: forked by the pool's process, so do the stdlib's child set-up the zygote
     otherwise did for it (see ``_spawn.adopt_identity``)."""
-    from .._core import _spawn
+    from .._core import _spawn, _stacks
 
     try:
         _worker_signals()
+        _stacks.install()   # `multitask ps --stacks` (the parent's FIFO is closed here)
         _spawn.adopt_identity(name, parent_name, parent_pid, parent_sentinel,
                               after_fork=after_fork)
         _spawn.set_parent_death_signal(forked_by, signal.SIGKILL)
@@ -313,11 +314,12 @@ def zygote_main(cmd: Any, report: Any, alive: Any, outbound: Any, slots: Any,
     ``bootstrap``: the zygote was forked directly (``_channel.ForkedChild``), not started by
     ``multiprocessing.Process``, and does the stdlib's child set-up itself.  Workers are named
     ``f"{worker_prefix}-{slot + 1}"`` (``multiprocessing.current_process().name``)."""
-    from .._core import _ring, _spawn
+    from .._core import _ring, _spawn, _stacks
 
     if bootstrap:
         _spawn.adopt_identity("multitask-zygote", parent_name, parent_pid, alive.fileno(),
                               after_fork=True)
+    _stacks.install()
     children: dict[int, int] = {}
 
     def tell(msg: tuple[Any, ...]) -> None:

@@ -233,6 +233,7 @@ class ProcessBackend(Backend):
         } if method == "fork" and main else {}
         self._outbound = self._new_ring(_OUTBOUND_CAPACITY)
         self._leader: int | None = None     # thread ident of the caller reading results (lead)
+        self._settler: int | None = None    # thread ident settling a batch of results (_pump)
         # Out-of-band segments of task arguments are named after the result ring, which lives as
         # long as the pool: whatever no worker consumed is swept when the pool's last user closes
         # it (a worker ring's prefix would be swept with that worker, under a re-queued task).
@@ -586,6 +587,15 @@ class ProcessBackend(Backend):
         which that leader delivers.
         """
         ring = self._outbound
+        if self._settler == threading.get_ident() and not until():
+            # A callback (run by the thread settling results) waits for a result: that result
+            # could only be delivered by this very thread, which is busy in the callback.  The
+            # stdlib hangs here (its result handler blocks); say so instead.
+            raise ProcessError(
+                "a callback waited for a result of its own pool (get(), wait() or next() "
+                "inside a callback or error_callback): results are delivered by the thread "
+                "running the callback, so it would wait for ever; take the result elsewhere "
+                "(callbacks must not block, as in the stdlib)")
         wait = None if deadline is None else max(0.0, deadline - time.monotonic())
         # Everything from the acquire on is inside try: a Ctrl-C between a successful acquire
         # and the try would leave the gate held forever (_lead_release is a no-op unless this
@@ -636,7 +646,17 @@ class ProcessBackend(Backend):
                 pass
 
     def _pump(self, msgs: list[Any]) -> bool:
-        """Settle messages from the result ring, in order.  True when the end marker came."""
+        """Settle messages from the result ring, in order.  True when the end marker came.
+
+        Only ever one thread at a time (the reader gate's holder): ``_settler`` names it, so
+        that a callback it runs cannot wait on a result only it could deliver (see lead)."""
+        self._settler = threading.get_ident()
+        try:
+            return self._settle_msgs(msgs)
+        finally:
+            self._settler = None
+
+    def _settle_msgs(self, msgs: list[Any]) -> bool:
         results: list[memoryview] = []
         for msg in msgs:
             kind = msg[0:1]

@@ -11,6 +11,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
+from .._core import _stacks
 from .._core._errors import ClosedError
 from ..backends import Backend, load_backend
 from ._jobs import (
@@ -164,6 +165,7 @@ class Pool:
             maxtasksperchild=maxtasksperchild, context=context, task_timeout=self._task_timeout,
             nice=nice, cpu_affinity=affinity,
             options={**backend_options, "notify": self._notify})
+        _stacks.install()   # `multitask ps --stacks` (once per process; never raises)
         self._backend.start()
         # Blocked callers read results themselves where the backend allows it (see lead()).
         self._lead = self._backend.lead
