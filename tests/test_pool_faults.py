@@ -401,3 +401,178 @@ def test_a_result_thread_that_cannot_start_breaks_the_pool_instead_of_hanging(ct
     with ctx.Pool(2) as pool, pytest.raises(multitask.ProcessError,
                                             match=r"result thread.*can't start"):
         pool.apply(abs, (-1,))
+
+
+# ---- why a worker died (issue #19) -------------------------------------------------------------
+
+def deep_in_native(how):
+    """A recognisable frame for the crash report's stack."""
+    return task_crash(how)
+
+
+@pytest.mark.parametrize("how,cause,sig", [("sigkill", "signal", signal.SIGKILL),
+                                            ("segfault", "segfault", signal.SIGSEGV),
+                                            ("exit", "exit", None)])
+def test_worker_died_error_says_why_and_what(ctx, how, cause, sig):
+    with ctx.Pool(1) as pool:
+        with pytest.raises(multitask.WorkerDiedError) as info:
+            pool.apply(deep_in_native, (how,))
+        err = info.value
+        assert err.cause == cause and err.signal == sig
+        assert err.task == f"{__name__}.deep_in_native({how!r})"
+        assert err.worker == 0 and err.pid
+        assert err.rss_peak is not None and err.rss_peak > 1 << 20   # a Python process
+        text = str(err)
+        assert "\n" not in text and f"pid {err.pid}" in text and "deep_in_native" in text
+        assert "peak RSS" in text
+        if cause == "segfault":
+            # faulthandler's dump, taken in the worker as it crashed
+            assert type(err.__cause__).__name__ == "RemoteTraceback"
+            assert "Segmentation fault" in str(err.__cause__)
+            assert "deep_in_native" in str(err.__cause__)
+        assert pool.apply(sq, (3,)) == 9   # replaced
+
+
+def break_the_worker_loop(_=None):
+    """Damage the worker's own machinery (its result ring): its loop fails after this task."""
+    import sys
+
+    frame = sys._getframe()
+    while frame is not None and frame.f_code.co_name != "worker_main":
+        frame = frame.f_back
+    assert frame is not None
+    frame.f_locals["outbound"].close()   # the worker loop's own result ring
+    return "unreachable"
+
+
+def test_an_exception_in_the_worker_loop_is_reported_with_its_traceback(ctx):
+    with ctx.Pool(1) as pool:
+        with pytest.raises(multitask.WorkerDiedError) as info:
+            pool.apply(break_the_worker_loop)
+        err = info.value
+        assert err.cause == "exception" and err.exitcode == 1
+        assert "worker loop raised" in str(err)
+        assert "ClosedError" in str(err.__cause__)
+        assert pool.apply(sq, (4,)) == 16
+
+
+def stuck_in_here(seconds):
+    time.sleep(seconds)
+
+
+def test_task_timeout_error_carries_the_workers_stack(ctx):
+    with ctx.Pool(1, task_timeout=0.5) as pool:
+        with pytest.raises(multitask.TaskTimeoutError) as info:
+            pool.apply(stuck_in_here, (30,))
+        assert "stuck_in_here(30)" in str(info.value)
+        assert "stuck_in_here" in str(info.value.__cause__)
+        assert "its stack then is attached" in str(info.value)
+
+
+def _memory_cgroup(tmp_name: str, limit: int) -> tuple[str, str] | None:
+    """A fresh memory cgroup limited to ``limit`` bytes: (its directory, the procs file), or
+    None where this machine does not let us make one (not root, no writable cgroupfs)."""
+    v2 = "/sys/fs/cgroup"
+    v1 = "/sys/fs/cgroup/memory"
+    for base, limits in ((v1, ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes")),
+                         (v2, ("memory.max", "memory.swap.max"))):
+        if not os.path.exists(os.path.join(base, limits[0])) and base == v1:
+            continue
+        if base == v2 and not os.path.exists(os.path.join(base, "cgroup.controllers")):
+            continue
+        path = os.path.join(base, tmp_name)
+        try:
+            os.mkdir(path)
+        except OSError:
+            continue
+        try:
+            for name in limits:
+                target = os.path.join(path, name)
+                if os.path.exists(target):
+                    with open(target, "w") as f:
+                        f.write("0" if name == "memory.swap.max" else str(limit))
+            return path, os.path.join(path, "cgroup.procs")
+        except OSError:
+            os.rmdir(path)
+    return None
+
+
+OOM_PROGRAM = """
+import os, sys, multitask as mt
+def hog(n):
+    block = bytearray(n)
+    for i in range(0, n, 4096):
+        block[i] = 1
+    return len(block)
+if __name__ == "__main__":
+    with open(sys.argv[1], "w") as f:
+        f.write(str(os.getpid()))
+    with mt.Pool(1) as pool:
+        try:
+            pool.apply(hog, (int(sys.argv[2]),))
+        except mt.WorkerDiedError as err:
+            print(err.cause, err.signal.name if err.signal else None, flush=True)
+            print(err, flush=True)
+        print(pool.apply(abs, (-5,)), flush=True)
+"""
+
+
+def test_an_oom_kill_is_told_from_other_kills(tmp_path):
+    """A worker killed by the kernel's OOM killer (in a memory cgroup of 150 MiB) gets cause
+    "oom"; the pool replaces it and goes on."""
+    import subprocess
+    import sys
+
+    made = _memory_cgroup(f"multitask-oom-{os.getpid()}", 150 << 20)
+    if made is None:
+        pytest.skip("cannot create a memory-limited cgroup here (needs root and a writable "
+                    "cgroupfs)")
+    path, procs = made
+    try:
+        out = subprocess.run([sys.executable, "-c", OOM_PROGRAM, procs, str(600 << 20)],
+                             capture_output=True, text=True, timeout=120)
+        lines = out.stdout.splitlines()
+        assert out.returncode == 0, out.stderr
+        assert lines[0] == "oom SIGKILL", out.stdout + out.stderr
+        assert "OOM killer" in lines[1] and "hog(629145600)" in lines[1]
+        assert lines[2] == "5"
+    finally:
+        os.rmdir(path)
+
+
+def grow(n_mib):
+    """Keep ``n_mib`` MiB alive in the worker (a leak, as a long-running worker's cache)."""
+    _LEAK.append(bytearray(n_mib << 20))
+    return os.getpid()
+
+
+_LEAK: list = []
+
+
+def test_max_memory_per_child_replaces_a_worker_past_the_limit(ctx):
+    with ctx.Pool(1, max_memory_per_child=200 << 20) as pool:
+        pids = [pool.apply(grow, (60,)) for _ in range(8)]   # ~480 MiB if never recycled
+        # every task ran and returned; the worker was replaced before it passed ~260 MiB
+        assert len(set(pids)) >= 2, pids
+        assert len(pids) == 8
+        assert pool.statistics().workers_replaced == 0   # a recycle is not a failure
+        # tasks queued behind the recycled worker ran elsewhere, none lost
+        assert sorted(pool.map(sq, range(200))) == [x * x for x in range(200)]
+
+
+def test_max_memory_per_child_is_checked(ctx):
+    with pytest.raises(ValueError, match="at least 1 MiB"):
+        ctx.Pool(1, max_memory_per_child=1000)
+    with pytest.raises(TypeError):
+        ctx.Pool(1, max_memory_per_child="1G")
+    with pytest.raises(ValueError, match="thread"):
+        multitask.Pool(1, backend="thread", max_memory_per_child=1 << 30)
+
+
+def test_maxtasksperchild_jitter_spreads_restarts(ctx):
+    with pytest.raises(ValueError):
+        ctx.Pool(1, maxtasksperchild=10, maxtasksperchild_jitter=1.5)
+    with ctx.Pool(2, maxtasksperchild=20, maxtasksperchild_jitter=0.5) as pool:
+        quotas = {w.quota for w in pool._backend._workers}
+        assert all(10 <= q <= 20 for q in quotas)
+        assert pool.map(sq, range(300), chunksize=1) == [x * x for x in range(300)]

@@ -11,7 +11,8 @@ multiprocessing.TimeoutError`` still works after ``import multitask as mp``)::
     │   ├── AuthenticationError     (also multiprocessing.AuthenticationError)
     │   ├── TimeoutError            (also multiprocessing.TimeoutError and builtins.TimeoutError)
     │   │   └── TaskTimeoutError    a task ran past its ``task_timeout``; its worker was replaced
-    │   └── WorkerDiedError         the worker running a task died (.pid, .exitcode, .signal)
+    │   └── WorkerDiedError         the worker running a task died (.cause, .task, .rss_peak,
+    │                               .pid, .exitcode, .signal)
     ├── RemoteError                 a task raised; carries the worker's formatted traceback
     ├── SerializationError          an argument/result/exception could not be (un)pickled
     │                               (also pickle.PicklingError)
@@ -92,27 +93,88 @@ def signal_of(exitcode: int | None) -> _signal.Signals | None:
         return None
 
 
+# Signals of a crash in the process itself (faulthandler catches these and dumps the stack).
+_CRASH_SIGNALS = frozenset({"SIGSEGV", "SIGBUS", "SIGILL", "SIGFPE", "SIGABRT"})
+_CAUSES = ("oom", "segfault", "signal", "exit", "exception", "unknown")
+
+
+def death_cause(exitcode: int | None) -> str:
+    """The cause a bare exit status tells (``"oom"`` and ``"exception"`` need more evidence:
+    the kernel's OOM counter, the worker's crash report)."""
+    sig = signal_of(exitcode)
+    if sig is not None:
+        return "segfault" if sig.name in _CRASH_SIGNALS else "signal"
+    if exitcode is None or exitcode == 255:
+        return "unknown"
+    return "exit"
+
+
+def _human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
 class WorkerDiedError(ProcessError):
     """The worker process running a task died before returning its result.
 
-    ``pid`` is the worker's pid, ``exitcode`` follows ``Process.exitcode`` conventions (negative
-    signal number when killed by a signal), ``signal`` is the :class:`signal.Signals` member that
-    killed it, or ``None`` if it exited by itself (``os._exit``, ``sys.exit`` in native code...).
+    Attributes (all may be None where unknown; the Ray backend knows fewer):
+
+    * ``pid``, ``worker`` (the pool's slot index), ``exitcode`` (``Process.exitcode``
+      conventions: negative signal number when killed by a signal), ``signal`` (the
+      :class:`signal.Signals` member that killed it);
+    * ``cause``: ``"oom"`` (SIGKILLed while the kernel's OOM-kill count rose: out of memory),
+      ``"segfault"`` (SIGSEGV/SIGBUS/SIGILL/SIGFPE/SIGABRT: a crash, usually in native code; the
+      worker's Python stack at the crash is this error's ``__cause__``), ``"signal"`` (killed by
+      another signal from outside the pool, e.g. ``kill -9``), ``"exit"`` (``os._exit`` or native
+      code exiting), ``"exception"`` (the worker's own loop failed; its traceback is the
+      ``__cause__``), ``"unknown"`` (its exit status was taken by an ``os.wait()`` elsewhere);
+    * ``task``: the function and a bounded ``repr`` of the arguments it was running;
+    * ``rss_peak``: the worker's peak resident memory in bytes (from ``wait4``).
+
+    The message says all of it in one line.
     """
 
     def __init__(self, message: str | None = None, *, pid: int | None = None,
-                 exitcode: int | None = None) -> None:
+                 exitcode: int | None = None, cause: str | None = None,
+                 task: str | None = None, rss_peak: int | None = None,
+                 worker: int | None = None) -> None:
         self.pid = pid
         self.exitcode = exitcode
         self.signal = signal_of(exitcode)
+        self.cause = cause or death_cause(exitcode)
+        self.task = task
+        self.rss_peak = rss_peak
+        self.worker = worker
         if message is None:
-            how = (f"killed by {self.signal.name}" if self.signal is not None
-                   else f"exited with code {exitcode}")
-            message = f"worker process {pid} died while running the task ({how})"
+            message = self._describe()
         super().__init__(message)
 
+    def _describe(self) -> str:
+        sig = self.signal.name if self.signal is not None else None
+        how = {
+            "oom": f"was killed by the kernel's OOM killer ({sig or 'SIGKILL'}: out of memory)",
+            "segfault": f"crashed ({sig}, usually a fault in native code; its stack at the "
+                        f"crash is attached)",
+            "signal": f"was killed by {sig} from outside the pool",
+            "exit": f"exited with code {self.exitcode} (os._exit or native code)",
+            "exception": "stopped: its worker loop raised (traceback attached)",
+        }.get(self.cause, "died (its exit status was taken by another os.wait())")
+        who = "worker" if self.worker is None else f"worker {self.worker}"
+        text = f"{who} (pid {self.pid}) {how}"
+        if self.task:
+            text += f" while running {self.task}"
+        if self.rss_peak:
+            text += f"; peak RSS {_human_bytes(self.rss_peak)}"
+        return text
+
     def __reduce__(self):
-        return (_rebuild, (type(self), self.args, {"pid": self.pid, "exitcode": self.exitcode}))
+        return (_rebuild, (type(self), self.args, {
+            "pid": self.pid, "exitcode": self.exitcode, "cause": self.cause,
+            "task": self.task, "rss_peak": self.rss_peak, "worker": self.worker}))
 
 
 class RemoteTraceback(Exception):

@@ -396,6 +396,56 @@ def cpu_count(cgroup_root: str | os.PathLike[str] = "/sys/fs/cgroup") -> int:
 
 
 # --------------------------------------------------------------------------------------------
+# OOM kills (issue #19: saying why a worker died)
+# --------------------------------------------------------------------------------------------
+
+def _cgroup_file(controller: str, name: str, root: str) -> str | None:
+    """``name`` in this process's cgroup (``controller`` "" = v2), or None.  /proc/self/cgroup
+    may name the path from a root above the mount (a container's namespace): the longest
+    suffix of it that exists under the mount is ours."""
+    try:
+        lines = _read_text("/proc/self/cgroup").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3 or (parts[1] != controller and controller not in
+                               parts[1].split(",")):
+            continue
+        base = root if not controller else os.path.join(root, controller)
+        comps = [c for c in parts[2].split("/") if c]
+        for k in range(len(comps) + 1):
+            path = os.path.join(base, *comps[k:], name)
+            if os.path.exists(path):
+                return path
+    return None
+
+
+def _counter(path: str | None, key: str) -> int:
+    if path is None:
+        return 0
+    try:
+        for line in _read_text(path).splitlines():
+            fields = line.split()
+            if len(fields) == 2 and fields[0] == key:
+                return int(fields[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def oom_kills(cgroup_root: str = "/sys/fs/cgroup") -> int:
+    """A count that rises whenever the kernel's OOM killer kills a process that could be one of
+    ours: the kills in this process's memory cgroup (v2 ``memory.events``, v1
+    ``memory.oom_control``) plus the system-wide ``oom_kill`` of ``/proc/vmstat``.  Compared
+    before and after a worker's SIGKILL, a rise says the OOM killer did it.  0 where none of
+    these can be read; never raises."""
+    return (_counter("/proc/vmstat", "oom_kill")
+            + _counter(_cgroup_file("", "memory.events", cgroup_root), "oom_kill")
+            + _counter(_cgroup_file("memory", "memory.oom_control", cgroup_root), "oom_kill"))
+
+
+# --------------------------------------------------------------------------------------------
 # Reaper
 # --------------------------------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ _state: dict[str, int] = {}   # "pid": who installed, "fd": its FIFO
 
 
 def install() -> bool:
-    """Register the stack dump for this process (idempotent; in a forked child, anew).
+    """Register the stack dump for this process (idempotent; a forked child starts without).
 
     True if a dump can now be requested.  Never raises: a process without it only loses the
     diagnostic.  Costs one mkfifo/open/unlink (~30 us).
@@ -42,17 +42,10 @@ def install() -> bool:
     pid = os.getpid()
     if _state.get("pid") == pid:
         return True
-    inherited = _state.pop("fd", None)
-    _state.pop("pid", None)
-    if inherited is not None:   # a fork child holds its parent's FIFO: not ours to answer on
-        try:
-            os.close(inherited)
-        except OSError:
-            pass
     if os.environ.get("MULTITASK_STACKS", "1") == "0" or not os.path.isdir("/proc/self/fd"):
         return False
     try:
-        if inherited is None and signal.getsignal(SIGNAL) not in (signal.SIG_DFL, None):
+        if signal.getsignal(SIGNAL) not in (signal.SIG_DFL, None):
             return False   # the program's own handler
         import faulthandler
 
@@ -65,6 +58,26 @@ def install() -> bool:
     _state["pid"] = pid
     _state["fd"] = fd
     return True
+
+
+def _forget() -> None:
+    """In a forked child: the parent's FIFO and registration are not its own.  (A pool's
+    workers and zygote then call install(); any other child gets SIGUSR2's default back.)"""
+    fd = _state.pop("fd", None)
+    if fd is None:
+        return
+    _state.pop("pid", None)
+    import faulthandler
+
+    faulthandler.unregister(SIGNAL)
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget)
 
 
 def _make_fifo(pid: int) -> int:

@@ -51,7 +51,9 @@ class Backend(abc.ABC):
     def __init__(self, *, processes: int, initializer: Callable[..., Any] | None,
                  initargs: tuple, maxtasksperchild: int | None, context: Any,
                  task_timeout: float | None, nice: int | None,
-                 cpu_affinity: Any, options: dict[str, Any]) -> None:
+                 cpu_affinity: Any, options: dict[str, Any],
+                 max_memory_per_child: int | None = None,
+                 maxtasksperchild_jitter: float = 0.0) -> None:
         self.processes = processes
         self.initializer = initializer
         self.initargs = initargs
@@ -61,6 +63,19 @@ class Backend(abc.ABC):
         self.nice = nice
         self.cpu_affinity = cpu_affinity
         self.options = options
+        self.max_memory_per_child = max_memory_per_child
+        self.maxtasksperchild_jitter = maxtasksperchild_jitter
+
+    def new_quota(self) -> int | None:
+        """Tasks a new worker may run (``maxtasksperchild``), cut by a random share of at most
+        ``maxtasksperchild_jitter`` so that workers started together do not all restart
+        together (each restart is a fork and an initializer; all at once, a stall)."""
+        n = self.maxtasksperchild
+        if n is None or self.maxtasksperchild_jitter <= 0:
+            return n
+        import random
+
+        return max(1, n - random.randint(0, int(n * self.maxtasksperchild_jitter)))
 
     @abc.abstractmethod
     def start(self) -> None:

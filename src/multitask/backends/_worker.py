@@ -47,6 +47,11 @@ Outbound messages (all workers -> the pool's shared result ring)::
          has run (sent before anything else; the parent's watcher posts the same record as
          b"P" from the zygote's "started" report, which only tells the pid)
     b"I" + pad + u32 worker index + serialized error info: the initializer raised
+    b"M" + pad + u32 worker index + i32 pid + u64 RSS: past ``max_memory_per_child`` after the
+         task just reported; it exits now (the parent sends it nothing more)
+    b"D" (posted by the parent's watcher, never by a worker): a worker exited -- index, pid,
+         exit code, peak RSS, then its crash report (faulthandler's dump of a fatal signal, or
+         the traceback of its loop), which the process that forked it read from a memfd
 
 Before running a task the worker writes its id and start time into its slot (``_slots``), and it
 commits each result to the outbound ring as soon as the task ends.  So when a worker dies, every
@@ -64,6 +69,7 @@ import signal
 import struct
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .. import shared
@@ -75,6 +81,7 @@ RES_HDR = struct.Struct("<QBxHIdd")      # task_id, status, item, len, started, 
 BATCH_HDR = struct.Struct("<cxHI")       # kind, count, worker index / func id
 FUNC_HDR = struct.Struct("<c3xI")        # kind, func id
 STARTED = struct.Struct("<cxxxIi")       # b"S", worker index, pid
+RECYCLE = struct.Struct("<cxxxIiQ")      # b"M", worker index, pid, RSS: past max_memory_per_child
 
 ST_OK = 0
 ST_RAISED = 1
@@ -111,9 +118,28 @@ def error_info(exc: BaseException, what: str | None = None) -> bytes:
 # worker
 # ---------------------------------------------------------------------------------------------
 
+def _memory_check(limit: int | None) -> Callable[[], int] | None:
+    """max_memory_per_child: a function returning this process's RSS if above ``limit``, else
+    0 (one pread of /proc/self/statm, ~2 us); None without a limit."""
+    if not limit:
+        return None
+    fd = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
+    page = os.sysconf("SC_PAGE_SIZE")
+
+    def over() -> int:
+        rss = int(os.pread(fd, 128, 0).split()[1]) * page
+        return rss if rss > limit else 0
+
+    return over
+
+
 def worker_main(idx: int, inbound: Any, outbound: Any, slots: Any, initializer: Any,
-                initargs: tuple) -> None:
-    """Run tasks from ``inbound`` until a quit message; never returns normally (os._exit)."""
+                initargs: tuple, max_rss: int | None = None) -> None:
+    """Run tasks from ``inbound`` until a quit message; never returns normally (os._exit).
+
+    ``max_rss`` (``max_memory_per_child``): after a task whose result is sent, a worker above
+    it says so (an ``M`` message: the parent sends it nothing more) and exits; the parent
+    re-queues what it had not started and a fresh worker takes the slot."""
     if initializer is not None:
         try:
             initializer(*initargs)
@@ -192,6 +218,13 @@ def worker_main(idx: int, inbound: Any, outbound: Any, slots: Any, initializer: 
     # Announce ourselves through the result ring, so the parent knows our pid before any of our
     # results (the zygote's report travels another way and may arrive later).
     put(STARTED.pack(b"S", idx, os.getpid()), None)
+    over = _memory_check(max_rss)
+
+    def recycle_if_over() -> None:
+        rss = over() if over is not None else 0
+        if rss:
+            put(RECYCLE.pack(b"M", idx, os.getpid(), rss), None)
+            _exit_worker(inbound, outbound)
 
     while True:
         msgs = inbound.get_many(32, None)
@@ -210,6 +243,8 @@ def worker_main(idx: int, inbound: Any, outbound: Any, slots: Any, initializer: 
                         run_items(task_id, func_id, data)
                         if dropped:
                             release_dropped()
+                        if over is not None:
+                            recycle_if_over()
                         continue
                     t0 = monotonic()
                     slot_set(idx, task_id, t0)
@@ -234,6 +269,8 @@ def worker_main(idx: int, inbound: Any, outbound: Any, slots: Any, initializer: 
                     put(head + pack_res(task_id, status, 0, len(body), t0, t1) + body, None)
                     if dropped:
                         release_dropped()
+                    if over is not None:
+                        recycle_if_over()
             elif kind == b"F":
                 _, func_id = FUNC_HDR.unpack_from(msg, 0)
                 try:
@@ -270,10 +307,54 @@ def _worker_signals() -> None:
         signal.signal(signum, signal.SIG_DFL)
 
 
+def new_crash_report() -> int:
+    """The forker's half of a worker's crash report (issue #19): a memfd, made before the fork,
+    into which the worker writes its stack if it crashes (faulthandler, on SIGSEGV, SIGBUS,
+    SIGILL, SIGFPE, SIGABRT) or the traceback if its own loop raises.  The forker reads it after
+    reaping the worker (:func:`read_crash_report`).  -1 where memfds do not exist."""
+    try:
+        return os.memfd_create("multitask-crash", os.MFD_CLOEXEC)
+    except (AttributeError, OSError):
+        return -1
+
+
+def read_crash_report(fd: int) -> str:
+    """What a dead worker wrote into its crash report (at most 64 KiB); closes ``fd``."""
+    if fd < 0:
+        return ""
+    try:
+        return os.pread(fd, CRASH_MAX, 0).decode("utf-8", "replace")
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
+
+
+def reap_status(pid: int, options: int) -> tuple[int, int, int]:
+    """``wait4``: (pid, exit code as Process.exitcode, peak RSS in bytes); pid 0 if none."""
+    got, status, usage = os.wait4(pid, options)
+    if got == 0:
+        return 0, 0, 0
+    return got, os.waitstatus_to_exitcode(status), usage.ru_maxrss * 1024   # KiB on Linux
+
+
+def _crash_reports_to(fd: int) -> None:
+    """In a new worker: fatal signals dump every thread's stack into its crash report."""
+    if fd < 0:
+        return
+    import faulthandler
+
+    try:
+        faulthandler.enable(file=fd, all_threads=True)
+    except (OSError, ValueError, RuntimeError):
+        pass
+
+
 def become_worker(idx: int, inbound: Any, outbound: Any, slots: Any, initializer: Any,
                   initargs: tuple, name: str, parent_name: str, parent_pid: int,
                   parent_sentinel: int, forked_by: int, *, after_fork: bool,
-                  nice: int | None = None, cpu_affinity: Any = None) -> None:
+                  nice: int | None = None, cpu_affinity: Any = None,
+                  crash_fd: int = -1, max_rss: int | None = None) -> None:
     """In a child just forked (by the zygote, or by the pool's process itself for its first
     workers): set it up as worker ``idx`` and run it.  Never returns (os._exit).
 
@@ -284,13 +365,25 @@ def become_worker(idx: int, inbound: Any, outbound: Any, slots: Any, initializer
 
     try:
         _worker_signals()
+        _crash_reports_to(crash_fd)
         _stacks.install()   # `multitask ps --stacks` (the parent's FIFO is closed here)
         _spawn.adopt_identity(name, parent_name, parent_pid, parent_sentinel,
                               after_fork=after_fork)
         _spawn.set_parent_death_signal(forked_by, signal.SIGKILL)
         if nice is not None or cpu_affinity is not None:
             _spawn.apply_child_settings(nice, cpu_affinity)
-        worker_main(idx, inbound, outbound, slots, initializer, initargs)
+        worker_main(idx, inbound, outbound, slots, initializer, initargs, max_rss)
+    except BaseException as exc:
+        # The loop itself failed (tasks' own exceptions never get here): say why, for the
+        # parent's WorkerDiedError (cause "exception").
+        if crash_fd >= 0:
+            import traceback
+
+            text = EXCEPTION_MARK + "".join(traceback.format_exception(exc))
+            try:
+                os.pwrite(crash_fd, text.encode("utf-8", "replace")[:CRASH_MAX], 0)
+            except OSError:
+                pass
     finally:
         os._exit(1)
 
@@ -302,12 +395,14 @@ def become_worker(idx: int, inbound: Any, outbound: Any, slots: Any, initializer
 # Sent to the zygote by the kernel when the pool's process dies (PR_SET_PDEATHSIG): handled, so
 # the zygote can kill its workers and sweep the pool's segments before it exits.
 _PARENT_DEATH_SIGNAL = signal.SIGUSR1
+CRASH_MAX = 1 << 16
+EXCEPTION_MARK = "multitask: the worker loop raised\n"
 
 def zygote_main(cmd: Any, report: Any, alive: Any, outbound: Any, slots: Any,
                 initializer: Any, initargs: tuple, nice: int | None, cpu_affinity: Any,
                 parent_pid: int, group: str | None, first: list[tuple[int, Any]],
                 parent_name: str = "MainProcess", worker_prefix: str = "PoolWorker",
-                bootstrap: bool = False) -> None:
+                bootstrap: bool = False, max_rss: int | None = None) -> None:
     """Fork the ``first`` workers, then fork, reap and report workers until told to exit or
     the parent dies.
 
@@ -321,6 +416,7 @@ def zygote_main(cmd: Any, report: Any, alive: Any, outbound: Any, slots: Any,
                               after_fork=True)
     _stacks.install()
     children: dict[int, int] = {}
+    crash_fds: dict[int, int] = {}   # pid -> its crash report (see new_crash_report)
 
     def tell(msg: tuple[Any, ...]) -> None:
         # The pool's process may stop listening (it closes its end once it has seen its
@@ -373,6 +469,7 @@ def zygote_main(cmd: Any, report: Any, alive: Any, outbound: Any, slots: Any,
     wake_r = wake_w = -1
 
     def fork_worker(idx: int, ring: Any) -> None:
+        crash = new_crash_report()
         pid = os.fork()
         if pid == 0:
             try:
@@ -382,13 +479,18 @@ def zygote_main(cmd: Any, report: Any, alive: Any, outbound: Any, slots: Any,
                     os.close(wake_w)
                 cmd.close()
                 report.close()
+                for other in crash_fds.values():   # its siblings' reports are not its own
+                    os.close(other)
                 # ``alive`` stays open: parent_process().is_alive() of the worker watches it
                 become_worker(idx, ring, outbound, slots, initializer, initargs,
                               f"{worker_prefix}-{idx + 1}", parent_name, parent_pid,
-                              alive.fileno(), my_pid, after_fork=False)
+                              alive.fileno(), my_pid, after_fork=False, crash_fd=crash,
+                              max_rss=max_rss)
             finally:
                 os._exit(1)
         children[pid] = idx
+        if crash >= 0:
+            crash_fds[pid] = crash
         ring.close()
         # Straight into the result ring as well (never blocking: if it is full, the report
         # does it): whoever settles results learns the pid one thread hop sooner than through
@@ -418,14 +520,15 @@ def zygote_main(cmd: Any, report: Any, alive: Any, outbound: Any, slots: Any,
     def reap() -> None:
         while children:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, code, rss = reap_status(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
             idx = children.pop(pid, None)
+            crash = read_crash_report(crash_fds.pop(pid, -1))
             if idx is not None:
-                tell(("exited", idx, pid, os.waitstatus_to_exitcode(status)))
+                tell(("exited", idx, pid, code, rss, crash))
 
     reap()   # a first worker may have exited before SIGCHLD was watched
 

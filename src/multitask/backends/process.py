@@ -55,7 +55,7 @@ import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .._core import _interrupts, _serialize, _spawn
+from .._core import _interrupts, _serialize, _spawn, _stacks
 from .._core._arena import Arena
 from .._core._channel import Channel, ForkedChild, channel_pair, flush_std_streams
 from .._core._errors import (
@@ -66,6 +66,7 @@ from .._core._errors import (
     SerializationError,
     TaskTimeoutError,
     WorkerDiedError,
+    death_cause,
     signal_of,
 )
 from .._core._ring import Ring, new_group
@@ -80,14 +81,19 @@ if TYPE_CHECKING:
 
 from ._worker import (
     BATCH_HDR,
+    EXCEPTION_MARK,
     FUNC_HDR,
     ITEM_ALL,
+    RECYCLE,
     RES_HDR,
     ST_OK,
     ST_UNSERIALIZABLE,
     STARTED,
     TASK_HDR,
     become_worker,
+    new_crash_report,
+    read_crash_report,
+    reap_status,
     zygote_main,
 )
 
@@ -98,7 +104,8 @@ _PREFETCH_SECONDS = 0.002       # keep about this much work queued per worker
 _UNKNOWN_SECONDS = 1.0          # a task not measured yet counts as long: no deep prefetch
 _MAX_PREFETCH = 256
 _FUNC_CACHE = 256               # distinct functions kept serialized / cached in workers
-_DIED = struct.Struct("<cxxxIii")   # b"D", worker idx, pid, exitcode
+# b"D", worker idx, pid, exitcode, peak RSS (bytes), then the worker's crash report (utf-8)
+_DIED = struct.Struct("<cxxxIiiQ")
 _EXIT_UNKNOWN = 255   # a worker's exit status taken by someone else (os.wait() in the program)
 _MAIN_THREAD = threading.main_thread().ident
 
@@ -199,12 +206,16 @@ class ProcessBackend(Backend):
         self._broken: BaseException | None = None
         self._replaced = 0
         self._order_breach_logged = False
+        self._memory_recycled = 0   # workers that exited past max_memory_per_child
         self._funcs: collections.OrderedDict[int, tuple[Any, int, bytes]] = (
             collections.OrderedDict())
         self._func_ids = 0
         # seconds per item, EWMA per function (by id; the function is kept alive by _funcs)
         self._fn_seconds: dict[int, float] = {}
-        self._timed_out: dict[int, tuple[int, float]] = {}   # pid -> (task id, timeout)
+        # pid -> (task id, timeout, its stack when it overran: TaskTimeoutError's __cause__)
+        self._timed_out: dict[int, tuple[int, float, str]] = {}
+        self._crash_fds: dict[int, int] = {}   # pid -> crash report of a worker forked here
+        self._oom_kills = -1   # the kernel's OOM-kill count, read by the watcher (see _cause)
         self._watch_at = float("inf")   # when the watcher will next look at deadlines
         self._all_exited = threading.Event()
         # pid -> pidfd of a live worker (Linux): join() after close() waits on these directly
@@ -242,7 +253,7 @@ class ProcessBackend(Backend):
         # when the arrays unpickled from it are gone (see _core/_arena.py).
         self._arena = Arena(self._spill_prefix)
         self._slots = Slots(self.processes)
-        self._workers = [_Worker(i, self._new_ring(_INBOUND_CAPACITY), self.maxtasksperchild)
+        self._workers = [_Worker(i, self._new_ring(_INBOUND_CAPACITY), self.new_quota())
                          for i in range(self.processes)]
 
         parent_name = multiprocessing.current_process().name
@@ -271,7 +282,8 @@ class ProcessBackend(Backend):
             args = self._zygote_args(first, parent_name, worker_prefix)
             ours = (self._cmd, self._report, self._alive)
             self._zygote = ForkedChild(
-                zygote_main, (cmd_r, report_w, alive_r, *args, True), "multitask-zygote",
+                zygote_main, (cmd_r, report_w, alive_r, *args, True, self.max_memory_per_child),
+                "multitask-zygote",
                 close_in_child=tuple(c.fileno() for c in ours))
             if direct:
                 self._fork_first_worker(alive_r, parent_name, worker_prefix,
@@ -282,8 +294,9 @@ class ProcessBackend(Backend):
             cmd_r, self._cmd = mpctx.Pipe(duplex=False)
             self._report, report_w = mpctx.Pipe(duplex=False)
             alive_r, self._alive = mpctx.Pipe(duplex=False)
-            self._zygote = mpctx.Process(target=zygote_main, name="multitask-zygote",
-                                         daemon=True, args=(cmd_r, report_w, alive_r, *args))
+            self._zygote = mpctx.Process(
+                target=zygote_main, name="multitask-zygote", daemon=True,
+                args=(cmd_r, report_w, alive_r, *args, False, self.max_memory_per_child))
             self._zygote.start()
         _publish_zygote("register_process", self._zygote)
         cmd_r.close()
@@ -314,6 +327,7 @@ class ProcessBackend(Backend):
         """Fork the first worker from this process (see start()); it is ours to reap."""
         me = os.getpid()
         w = self._workers[0]
+        crash = new_crash_report()
         flush_std_streams()
         pid = os.fork()
         if pid == 0:
@@ -323,9 +337,12 @@ class ProcessBackend(Backend):
                 become_worker(w.idx, w.ring, self._outbound, self._slots, self.initializer,
                               self.initargs, f"{prefix}-{w.idx + 1}", parent_name, me,
                               alive_r.fileno(), me, after_fork=True, nice=self.nice,
-                              cpu_affinity=self.cpu_affinity)
+                              cpu_affinity=self.cpu_affinity, crash_fd=crash,
+                              max_rss=self.max_memory_per_child)
             finally:
                 os._exit(1)
+        if crash >= 0:
+            self._crash_fds[pid] = crash
         w.pid = pid
         w.state = "running"
         self._direct[pid] = w.idx
@@ -350,14 +367,19 @@ class ProcessBackend(Backend):
     def _reap_direct(self, pid: int) -> None:
         """Watcher: a worker forked here exited; collect its status and report its death."""
         try:
-            _, status = os.waitpid(pid, 0)   # it has exited (its pidfd said so): no wait
-            code = os.waitstatus_to_exitcode(status)
+            _, code, rss = reap_status(pid, 0)   # it has exited (its pidfd said so): no wait
         except ChildProcessError:
-            code = _EXIT_UNKNOWN   # someone else (os.wait()) took the status
+            code, rss = _EXIT_UNKNOWN, 0   # someone else (os.wait()) took the status
         with self._lock:
             idx = self._direct.pop(pid, None)
+            crash_fd = self._crash_fds.pop(pid, -1)
+        crash = read_crash_report(crash_fd)
         if idx is not None:
-            self._outbound.put(_DIED.pack(b"D", idx, pid, code), None)
+            self._post_death(idx, pid, code, rss, crash)
+
+    def _post_death(self, idx: int, pid: int, code: int, rss: int, crash: str) -> None:
+        """Watcher: a D message into the result ring, behind everything the worker flushed."""
+        self._outbound.put(_DIED.pack(b"D", idx, pid, code, rss) + crash.encode("utf-8"), None)
 
     def _new_ring(self, capacity: int) -> Ring:
         return Ring(capacity, group=self._group)
@@ -668,8 +690,9 @@ class ProcessBackend(Backend):
                 self._on_results(results)
                 results = []
             if kind == b"D":
-                _, idx, pid, code = _DIED.unpack_from(msg, 0)
-                self._on_death(idx, pid, code)
+                _, idx, pid, code, rss = _DIED.unpack_from(msg, 0)
+                crash = bytes(memoryview(msg)[_DIED.size:]).decode("utf-8", "replace")
+                self._on_death(idx, pid, code, rss, crash)
             elif kind == b"S" or kind == b"P":
                 _, idx, pid = STARTED.unpack_from(msg, 0)
                 with self._lock:
@@ -688,6 +711,13 @@ class ProcessBackend(Backend):
                     # a join() right after close() needs the pidfd (see _exit_fds).
                     self._watch_pid(pid)
                 self.notify_pool()
+            elif kind == b"M":   # max_memory_per_child: it exits after this, send it no more
+                _, idx, pid, _rss = RECYCLE.unpack_from(msg, 0)
+                with self._lock:
+                    w = self._workers[idx]
+                    if w.pid == pid:
+                        w.quitting = True
+                        self._memory_recycled += 1
             elif kind == b"I":
                 self._on_initializer_failed(memoryview(msg)[FUNC_HDR.size:])
             elif kind == b"Z":
@@ -809,9 +839,14 @@ class ProcessBackend(Backend):
             err.__cause__ = exc
             return False, err
 
-    def _on_death(self, idx: int, pid: int, exitcode: int) -> None:
-        failed: list[tuple[Task, BaseException]] = []
-        failed_items: list[tuple[Task, int, list[tuple[bool, Any]]]] = []
+    def _on_death(self, idx: int, pid: int, exitcode: int, rss: int = 0,
+                  crash: str = "") -> None:
+        """Settle a dead worker's tasks (see the module docstring); replace it."""
+        # (task, index of the failed item or None, its timeout record or None): the errors are
+        # built after the lock is released -- their messages run the arguments' __repr__.
+        failed: list[tuple[Task, int | None, tuple[int, float, str] | None]] = []
+        # item groups: (task, first item settled now, whether that item failed, timeout record)
+        failed_items: list[tuple[Task, int, bool, tuple[int, float, str] | None]] = []
         discard: list[Any] = []
         with self._lock:
             if self._stopped:
@@ -833,13 +868,8 @@ class ProcessBackend(Backend):
             cut = running_ids.index(slot_task) + 1 if slot_task in running_ids else 0
             rest: list[Task] = []
             for task in tasks[:cut]:
-                if timed_out is not None and timed_out[0] == task.id:
-                    exc: BaseException = TaskTimeoutError(
-                        f"{task.job.function_name} ran longer than its task_timeout of "
-                        f"{timed_out[1]} s; its worker (pid {pid}) was stopped and replaced",
-                        timeout=timed_out[1], pid=pid)
-                else:
-                    exc = WorkerDiedError(pid=pid, exitcode=exitcode)
+                timeout = timed_out if timed_out is not None and timed_out[0] == task.id \
+                    else None
                 discard.append(task.wire)
                 if task.job.mode == MODE_ITEMS and task.id == slot_task:
                     # Each item is its own task: the one running fails; those after it were
@@ -853,11 +883,11 @@ class ProcessBackend(Backend):
                                          task.n - after))
                         with task.job._lock:
                             task.job.outstanding += 1
-                    failed_items.append((task, k, [(False, exc)] if running else []))
+                    failed_items.append((task, k, running, timeout))
                     w.tasks_done += 1 if running else 0
                     w.tasks_failed += 1 if running else 0
                     continue
-                failed.append((task, exc))
+                failed.append((task, None, timeout))
                 w.tasks_done += 1
                 w.tasks_failed += 1
             # Tasks it never started go back to the front of the queue, for another worker.
@@ -884,7 +914,7 @@ class ProcessBackend(Backend):
                 and died_starting is None
             if replace:
                 self._replaced += 0 if graceful else 1
-                fresh = _Worker(idx, self._new_ring(_INBOUND_CAPACITY), self.maxtasksperchild)
+                fresh = _Worker(idx, self._new_ring(_INBOUND_CAPACITY), self.new_quota())
                 fresh.tasks_done = 0
                 self._workers[idx] = fresh
                 try:
@@ -898,9 +928,16 @@ class ProcessBackend(Backend):
         for wire in discard:
             if wire is not None:
                 _serialize.discard(wire)
-        for task, exc in failed:
+        cause = self._cause(exitcode, crash) if failed or failed_items else ""
+        for task, item, timeout in failed:
+            exc = self._death_error(task, item, idx, pid, exitcode, rss, crash, cause, timeout)
             task.job.task_done(task, False, exc, slot_start, time.monotonic(), idx, pid)
-        for task, first, outcomes in failed_items:
+        for task, first, running, timeout in failed_items:
+            outcomes: list[tuple[bool, Any]] = []
+            if running:
+                outcomes.append((False, self._death_error(
+                    task, first, idx, pid, exitcode, rss,
+                    crash, cause, timeout)))
             task.done = task.n
             task.job.items_done(task, first, outcomes, slot_start, time.monotonic(), idx, pid,
                                 True)
@@ -909,6 +946,40 @@ class ProcessBackend(Backend):
             self._all_exited.set()
         if died_starting is not None:
             self._break(died_starting)
+
+    def _cause(self, exitcode: int, crash: str) -> str:
+        """WorkerDiedError.cause of a death: the exit status, the kernel's OOM-kill count
+        (read by the watcher at start, again here for a SIGKILL), the worker's crash report."""
+        cause = death_cause(exitcode)
+        if crash.startswith(EXCEPTION_MARK):
+            return "exception"
+        if exitcode == -signal.SIGKILL:
+            before, now = self._oom_kills, _spawn.oom_kills()
+            self._oom_kills = now
+            if 0 <= before < now:
+                return "oom"
+        return cause
+
+    def _death_error(self, task: Task, item: int | None, idx: int, pid: int, exitcode: int,
+                     rss: int, crash: str, cause: str,
+                     timeout: tuple[int, float, str] | None) -> BaseException:
+        """The error of a task that was running when its worker died (never under _lock)."""
+        what = task.describe(item)
+        if timeout is not None:
+            _, limit, stack = timeout
+            exc: BaseException = TaskTimeoutError(
+                f"{what} ran longer than its task_timeout of {limit} s; its worker (pid {pid}) "
+                f"was stopped and replaced" + ("; its stack then is attached" if stack else ""),
+                timeout=limit, pid=pid)
+            if stack:
+                exc.__cause__ = RemoteTraceback(
+                    f"the worker's stack when its task_timeout ran out:\n{stack}")
+            return exc
+        exc = WorkerDiedError(pid=pid, exitcode=exitcode, cause=cause, task=what,
+                              rss_peak=rss or None, worker=idx)
+        if crash:
+            exc.__cause__ = RemoteTraceback(crash.removeprefix(EXCEPTION_MARK))
+        return exc
 
     def _on_initializer_failed(self, body: memoryview) -> None:
         try:
@@ -975,6 +1046,9 @@ class ProcessBackend(Backend):
             # starting this thread); the pool's own, made after start(), joins the queue
             # while the hand-over thread waits (see monitor/_hook.py).
             _hook.start_pending()
+            # The baseline a SIGKILLed worker's cause is judged against (see _cause); here,
+            # not in start(): ~0.1 ms of file reads, off the path of the pool's first result.
+            self._oom_kills = _spawn.oom_kills()
         sel = selectors.DefaultSelector()
         sel.register(self._report, selectors.EVENT_READ, "report")
         sel.register(self._zygote.sentinel, selectors.EVENT_READ, "zygote")
@@ -997,7 +1071,7 @@ class ProcessBackend(Backend):
                             self._watch_pid(msg[2])
                             self._outbound.put(STARTED.pack(b"P", msg[1], msg[2]), None)
                         elif msg[0] == "exited":
-                            self._outbound.put(_DIED.pack(b"D", msg[1], msg[2], msg[3]), None)
+                            self._post_death(*msg[1:])
                     elif key.data == "zygote":
                         sel.unregister(self._zygote.sentinel)
                         zygote_gone = True
@@ -1008,8 +1082,7 @@ class ProcessBackend(Backend):
                             except (EOFError, OSError):
                                 break
                             if msg[0] == "exited":
-                                self._outbound.put(
-                                    _DIED.pack(b"D", msg[1], msg[2], msg[3]), None)
+                                self._post_death(*msg[1:])
                         self._outbound.put(b"Z", None)
                     elif key.data == "wake":
                         try:
@@ -1055,9 +1128,20 @@ class ProcessBackend(Backend):
                     if soonest is None or deadline < soonest:
                         soonest = deadline
             for pid, task_id, limit in kills:
-                self._timed_out[pid] = (task_id, limit)
+                self._timed_out[pid] = (task_id, limit, "")
             self._watch_at = float("inf") if soonest is None else soonest
-        for pid, _, _ in kills:
+        for pid, task_id, limit in kills:
+            # What it was doing, for the TaskTimeoutError (its __cause__): a faulthandler dump,
+            # taken before the kill (at most ~0.5 s, if the worker does not answer).
+            stack = ""
+            try:
+                stack = _stacks.request(pid, timeout=0.5, quiet=0.05) or ""
+            except OSError:
+                pass
+            if stack:
+                with self._lock:
+                    if pid in self._timed_out:
+                        self._timed_out[pid] = (task_id, limit, stack)
             self._kill_worker(pid)
         if soonest is None:
             return None
@@ -1261,6 +1345,8 @@ class ProcessBackend(Backend):
             self._direct.clear()
             pidfds = list(self._pidfds.values())
             self._pidfds.clear()
+            pidfds += self._crash_fds.values()   # crash reports of workers reaped here
+            self._crash_fds.clear()
         for fd in pidfds:
             os.close(fd)
         for conn in (self._cmd, self._report, self._alive):

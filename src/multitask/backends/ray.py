@@ -363,6 +363,11 @@ class RayBackend(Backend):
         options.pop("notify", None)
         if options:
             raise TypeError(f"unknown Pool options for the ray backend: {sorted(options)}")
+        if self.max_memory_per_child is not None:
+            # Ray has its own memory monitor (RAY_memory_usage_threshold), which kills and
+            # retries the task of a worker past the node's limit.
+            raise ValueError("max_memory_per_child is not supported by the ray backend; Ray's "
+                             "memory monitor (RAY_memory_usage_threshold) does this there")
         self._owns_ray = False
         with _owned_lock:
             if not ray.is_initialized():
@@ -421,7 +426,7 @@ class RayBackend(Backend):
     def _new_actor_locked(self, idx: int) -> _Actor:
         self._gen += 1
         handle: Any = _RemoteWorker.options(**self._actor_options).remote()
-        actor = _Actor(idx, handle, self.maxtasksperchild, self._gen)
+        actor = _Actor(idx, handle, self.new_quota(), self._gen)
         events = self._events
         # First call: done once Ray has created the actor, before the initializer (in setup)
         # runs -- what the start watchdog (_next_deadline) waits for.

@@ -102,6 +102,9 @@ class ThreadBackend(Backend):
         if self.nice is not None or self.cpu_affinity is not None:
             raise ValueError("nice and cpu_affinity apply to worker processes; the thread "
                              "backend runs in the caller's process and cannot set them")
+        if self.max_memory_per_child is not None:
+            raise ValueError("max_memory_per_child applies to worker processes; the thread "
+                             "backend's workers share the caller's memory")
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)     # workers wait here for tasks
         self._exited = threading.Condition(self._lock)   # join waits here
@@ -113,7 +116,7 @@ class ThreadBackend(Backend):
         self._replaced = 0
         self._abandoned: list[_Slot] = []
         self._prefix = f"mt-thread-{id(self):x}"
-        self._slots = [_Slot(i, self.maxtasksperchild) for i in range(self.processes)]
+        self._slots = [_Slot(i, self.new_quota()) for i in range(self.processes)]
         self._watch_cond = threading.Condition(self._lock)
         self._watcher: threading.Thread | None = None
         with self._lock:
@@ -228,7 +231,7 @@ class ThreadBackend(Backend):
     def _recycle_locked(self, slot: _Slot) -> None:
         """maxtasksperchild: this thread ends; a fresh one (initializer again) takes the slot."""
         slot.state = "dead"
-        fresh = _Slot(slot.idx, self.maxtasksperchild)
+        fresh = _Slot(slot.idx, self.new_quota())
         self._slots[slot.idx] = fresh
         self._launch_locked(fresh)
 
@@ -292,7 +295,7 @@ class ThreadBackend(Backend):
         self._exited.notify_all()
         if replace and not self._terminated:
             self._replaced += 1
-            fresh = _Slot(slot.idx, self.maxtasksperchild)
+            fresh = _Slot(slot.idx, self.new_quota())
             fresh.tasks_done = slot.tasks_done + 1
             fresh.tasks_failed = slot.tasks_failed + 1
             self._slots[slot.idx] = fresh

@@ -82,6 +82,36 @@ class Task:
         self.est = 0.0              # backend-private: estimated seconds of work
         self.done = 0               # items settled so far (item groups settle item by item)
 
+    def describe(self, item: int | None = None) -> str:
+        """The call this task makes, for error messages: ``fn(1, 'a', key=...)``, bounded
+        (reprlib: long strings, containers and reprs are cut).  ``item``: the index within
+        the task's items of the one meant (an item group).  Runs the arguments' ``__repr__``:
+        never call it under a lock."""
+        import reprlib
+
+        r = reprlib.Repr()
+        r.maxstring = r.maxother = 60
+        r.maxlevel = 2
+        name = self.job.function_name
+        try:
+            if self.job.mode == MODE_CALL:
+                args, kwargs = self.data
+                parts = [r.repr(a) for a in args]
+                parts += [f"{k}={r.repr(v)}" for k, v in kwargs.items()]
+                text = f"{name}({', '.join(parts)})"
+            elif item is not None or self.n == 1:
+                k = 0 if item is None else item
+                x = self.data[k]
+                args = ", ".join(r.repr(a) for a in x) if self.job.mode == MODE_STARMAP \
+                    else r.repr(x)
+                text = f"{name}({args}) [item {self.start + k}]"
+            else:
+                text = (f"{name} on items {self.start}..{self.start + self.n - 1} "
+                        f"(first: {r.repr(self.data[0])})")
+        except Exception as exc:   # a broken __repr__ must not hide the death
+            text = f"{name}(<arguments not shown: {type(exc).__name__}>)"
+        return text if len(text) <= 300 else text[:297] + "..."
+
 
 class Job(abc.ABC):
     """One Pool call.  Thread-safe: tasks are pulled by backend threads, fed by a feeder thread."""

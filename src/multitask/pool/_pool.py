@@ -120,7 +120,8 @@ class Pool:
                  maxtasksperchild: int | None = None, context: Any = None, *,
                  task_timeout: float | None = None, backend: str | None = None,
                  nice: int | None = None, cpu_affinity: Iterable[int] | None = None,
-                 name: str | None = None, **backend_options: Any) -> None:
+                 name: str | None = None, max_memory_per_child: int | None = None,
+                 maxtasksperchild_jitter: float = 0.0, **backend_options: Any) -> None:
         from .._core import _spawn
 
         if processes is None:
@@ -136,6 +137,20 @@ class Pool:
                 raise TypeError("maxtasksperchild must be a positive int or None")
             if maxtasksperchild < 1:
                 raise ValueError("maxtasksperchild must be a positive int or None")
+        if max_memory_per_child is not None and (
+                isinstance(max_memory_per_child, bool)
+                or not isinstance(max_memory_per_child, int)):
+            raise TypeError("max_memory_per_child must be a number of bytes (int) or None")
+        if max_memory_per_child is not None and max_memory_per_child < 1 << 20:
+            raise ValueError("max_memory_per_child is in bytes and must be at least 1 MiB "
+                             f"(a Python worker alone uses ~10 MiB), not {max_memory_per_child}")
+        if isinstance(maxtasksperchild_jitter, bool) or not isinstance(
+                maxtasksperchild_jitter, int | float):
+            raise TypeError("maxtasksperchild_jitter must be a number between 0 and 1")
+        if not 0 <= maxtasksperchild_jitter < 1:
+            raise ValueError("maxtasksperchild_jitter must be >= 0 and < 1 (the largest share "
+                             f"of maxtasksperchild a worker may restart early), not "
+                             f"{maxtasksperchild_jitter}")
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a string, not {type(name).__name__}")
         self._task_timeout = _check_timeout_value("task_timeout", task_timeout)
@@ -164,7 +179,9 @@ class Pool:
             processes=processes, initializer=initializer, initargs=tuple(initargs),
             maxtasksperchild=maxtasksperchild, context=context, task_timeout=self._task_timeout,
             nice=nice, cpu_affinity=affinity,
-            options={**backend_options, "notify": self._notify})
+            options={**backend_options, "notify": self._notify},
+            max_memory_per_child=max_memory_per_child,
+            maxtasksperchild_jitter=float(maxtasksperchild_jitter))
         _stacks.install()   # `multitask ps --stacks` (once per process; never raises)
         self._backend.start()
         # Blocked callers read results themselves where the backend allows it (see lead()).
