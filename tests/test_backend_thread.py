@@ -117,3 +117,21 @@ def test_arguments_are_shared_not_copied():
     data = [1, 2, 3]
     with mp.Pool(1, backend="thread") as p:
         assert p.apply(id, (data,)) == id(data)
+
+
+def stuck_thread_here(event):
+    event.wait(30)
+
+
+def test_task_timeout_error_carries_the_threads_stack():
+    import threading
+
+    ev = threading.Event()
+    try:
+        with mp.Pool(1, backend="thread", task_timeout=0.3) as p:
+            with pytest.raises(mp.TaskTimeoutError) as info:
+                p.apply(stuck_thread_here, (ev,))
+            assert "stuck_thread_here(" in str(info.value)
+            assert "stuck_thread_here" in str(info.value.__cause__)
+    finally:
+        ev.set()

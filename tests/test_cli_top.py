@@ -140,3 +140,39 @@ def test_top_throughput_and_utilisation_helpers():
     assert h.busy_share((1, 2), 0.0, True) == 1.0
     assert h.busy_share((1, 2), 1.0, False) == 0.5
     assert h.busy_share((1, 2), 9.0, False) == 0.0  # old samples fell out of the window
+
+
+BUSY_POOL_PROGRAM = """
+import os, sys, time, multitask as mt
+def parked_for_top(path):
+    while not os.path.exists(path):
+        time.sleep(0.05)
+if __name__ == "__main__":
+    with mt.Pool(1) as pool:
+        r = pool.apply_async(parked_for_top, (sys.argv[1],))
+        print("ready", flush=True)
+        r.get(timeout=120)
+"""
+
+
+def test_top_s_shows_the_stack_of_a_busy_worker(tmux, tmp_path):
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)}
+    env.pop("MULTITASK_REGISTRY", None)
+    go = tmp_path / "go"
+    proc = subprocess.Popen([sys.executable, "-c", BUSY_POOL_PROGRAM, str(go)],
+                            stdout=subprocess.PIPE, env=env, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        tmux.start(_top_command("--pid", str(proc.pid), "--interval", "0.3"), env)
+        tmux.wait_for("parked_for_top")       # the worker's current task, from the registry
+        assert "stacks of busy workers (most" not in tmux.screen()
+        tmux.run("send-keys", "s")
+        screen = tmux.wait_for("stacks of busy workers (most")
+        screen = tmux.wait_for("in parked_for_top")   # a frame line of faulthandler's dump
+        assert "File " in screen
+        tmux.run("send-keys", "q")
+        tmux.wait_for("TOP-EXITED-0")
+    finally:
+        go.touch()
+        proc.wait(60)
+        proc.stdout.close()

@@ -160,3 +160,62 @@ def test_real_pool_timeline(tmp_path):
     assert sorted(ids) == sorted(r.task_id for r in records)
     assert set(ids.values()) == {1}
     assert "_square" in page
+
+
+# ---- where the time went (issue #19) -----------------------------------------------------------
+
+def _rec(task_id, worker, submitted, dispatched, started, finished, settled, fn="m.f", items=1):
+    from multitask.monitor.timeline import TaskRecord
+
+    return TaskRecord(task_id, worker, 100 + worker, fn, submitted, started, finished, True,
+                      items, dispatched, settled)
+
+
+def test_analyze_splits_each_task_into_its_phases():
+    from multitask.monitor.timeline import analyze
+
+    # task 2 was sent at 1.0 but its worker was busy with task 1 until 3.0: waiting, not sending
+    a = analyze([_rec(1, 0, 0.0, 0.5, 1.0, 3.0, 3.5), _rec(2, 0, 0.0, 1.0, 3.25, 4.0, 4.5)])
+    p1, p2 = sorted(a.phases, key=lambda p: p.record.task_id)
+    assert (p1.queue, p1.send, p1.run, p1.receive) == (0.5, 0.5, 2.0, 0.5)
+    assert (p2.queue, p2.send, p2.run, p2.receive) == (3.0, 0.25, 0.75, 0.5)
+    assert a.totals == {"queue": 3.5, "send": 0.75, "run": 2.75, "receive": 1.0}
+
+
+def test_analyze_flags_stragglers_and_suggests_a_chunk_size():
+    from multitask.monitor.timeline import analyze
+
+    recs = []
+    t = 0.0
+    for i in range(400):   # 10 us of work, 200 us in transit each way
+        recs.append(_rec(i, i % 2, t, t, t + 0.0002, t + 0.00021, t + 0.00041))
+        t += 0.0005
+    recs.append(_rec(999, 0, t, t, t + 0.0002, t + 0.5, t + 0.5002))   # a straggler
+    a = analyze(recs)
+    assert [p.record.task_id for p in a.stragglers] == [999]
+    assert len(a.suggestions) == 1 and "chunksize=" in a.suggestions[0]
+    assert "m.f" in a.suggestions[0]
+
+
+def test_pool_timeline_exports_chrome_trace_and_html_with_phases(tmp_path):
+    import json
+
+    import multitask as mt
+
+    with mt.get_context("fork").Pool(2) as pool:
+        pool.map(abs, range(-300, 0), chunksize=1)
+        trace = pool.timeline(tmp_path / "run.json")
+        page = pool.timeline(tmp_path / "run.html")
+        records = pool.timeline()
+    data = json.loads(trace.read_text())
+    runs = [e for e in data["traceEvents"] if e.get("ph") == "X" and e["cat"] == "run"]
+    assert len(runs) == len(records) == 300
+    assert {e["name"] for e in runs} == {"builtins.abs"}
+    names = {e["args"]["name"] for e in data["traceEvents"] if e.get("name") == "thread_name"}
+    assert names == {"worker 0", "worker 1"}
+    assert all(e["dur"] >= 0 and e["ts"] >= 0 for e in runs)
+    assert all(r.dispatched is not None and r.settled is not None for r in records)
+    assert all(r.submitted <= r.dispatched <= r.settled for r in records)
+    html_text = page.read_text()
+    assert "Where the time went" in html_text
+    assert all(f'data-phase="{k}"' in html_text for k in ("queue", "send", "run", "receive"))

@@ -273,17 +273,23 @@ class ThreadBackend(Backend):
                         expired.append((slot, task, task.job.timeout))
                     elif soonest is None or deadline < soonest:
                         soonest = deadline
+                # the overdue threads' stacks, for the errors (before they move on)
+                stacks = [_stack_of(slot.thread) for slot, _task, _limit in expired]
                 for slot, _task, _limit in expired:
                     self._abandon_locked(slot, replace=True)
                 if not expired:
                     wait = None if soonest is None else soonest - now + _TIMEOUT_SLACK
                     self._watch_cond.wait(wait)
             now = time.monotonic()
-            for slot, task, limit in expired:
+            for (slot, task, limit), stack in zip(expired, stacks, strict=True):
                 exc = TaskTimeoutError(
-                    f"{task.job.function_name} ran longer than its task_timeout of {limit} s; "
+                    f"{task.describe()} ran longer than its task_timeout of {limit} s; "
                     f"a thread cannot be stopped, so it was abandoned (its result will be "
-                    f"discarded) and replaced", timeout=limit, pid=os.getpid())
+                    f"discarded) and replaced; its stack then is attached", timeout=limit,
+                    pid=os.getpid())
+                if stack:
+                    exc.__cause__ = RemoteTraceback(
+                        f"the worker thread's stack when its task_timeout ran out:\n{stack}")
                 task.job.task_done(task, False, exc, slot.started, now, slot.idx, os.getpid())
             if expired:
                 self.notify_pool()
@@ -391,6 +397,17 @@ def _run(task: Task) -> tuple[bool, Any]:
         # original chain is kept in that text).
         exc.__cause__ = RemoteTraceback(_format(exc))
         return False, exc
+
+
+def _stack_of(thread: threading.Thread | None) -> str:
+    """A running thread's stack, most recent call last (traceback's format); "" if gone."""
+    import sys
+
+    frame = sys._current_frames().get(thread.ident) if thread is not None and \
+        thread.ident is not None else None
+    if frame is None:
+        return ""
+    return "".join(traceback.format_stack(frame))
 
 
 def _format(exc: BaseException) -> str:

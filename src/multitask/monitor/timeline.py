@@ -9,7 +9,15 @@ the network, so it opens anywhere, offline, years later:
   ``<title>``, so no JavaScript is needed);
 - the queue depth over time on the same time axis (tasks submitted but not yet started);
 - the utilisation of each worker (busy time / wall time) and of the whole pool;
-- a queue-wait summary (mean, median, p95, max) with a histogram.
+- a queue-wait summary (mean, median, p95, max) with a histogram;
+- where the time went (:func:`analyze`): each task split into *queue wait* (submitted until it
+  could go: sent to its worker and that worker free), *send* (from then until the worker started
+  it: the copy into the ring, the worker's wake-up), *run* (the worker's own clock: unpickling
+  the arguments, the call, pickling the result) and *receive* (until the parent had settled the
+  result), totals per phase, the stragglers (tasks that ran far longer than their function's
+  median) and, for maps, a chunk size that would make the per-task overhead small.
+
+:func:`write_chrome_trace` writes the same records as Chrome-trace JSON (Perfetto, chrome://tracing).
 
 Each bar carries ``data-task="<task_id>"``, so a test (or a script) can check that every task is
 drawn exactly once.
@@ -26,7 +34,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["TaskRecord", "render_timeline"]
+__all__ = ["Analysis", "TaskPhases", "TaskRecord", "analyze", "render_timeline",
+           "write_chrome_trace"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,87 @@ class TaskRecord:
     finished: float
     ok: bool           # False if the task raised (or its worker died / timed out)
     items: int = 1     # items the task carried (a map chunk carries several)
+    dispatched: float | None = None   # parent: put into its worker's ring
+    settled: float | None = None      # parent: the result delivered
+
+
+@dataclass(frozen=True)
+class TaskPhases:
+    """Where one task's time went (seconds): see the module docstring."""
+
+    record: TaskRecord
+    queue: float
+    send: float
+    run: float
+    receive: float
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """:func:`analyze`'s answer."""
+
+    phases: list[TaskPhases]
+    totals: dict[str, float]              # phase -> seconds, summed over the tasks
+    stragglers: list[TaskPhases]          # longest first
+    suggestions: list[str]                # chunk-size advice, one sentence each
+
+
+def analyze(records: Sequence[TaskRecord]) -> Analysis:
+    """Split every task into queue wait, send, run and receive; find stragglers; suggest chunk
+    sizes.  Pure computation over the records (times from ``Pool.timeline()``).
+
+    A task's *send* starts when it was dispatched or, if its worker was still busy with the
+    task before it, when that one finished (it waited in the worker's ring: that is queue
+    wait).  A *straggler* ran more than 3x its function's median and at least 5 ms longer.  A
+    chunk size is suggested for a function whose median task spends more than 20% of its time
+    in send + receive: the smallest that brings that overhead to ~10% of a chunk's run time,
+    at most a quarter of its items per worker (so the load still balances).
+    """
+    records = list(records)
+    by_worker: dict[int, list[TaskRecord]] = {}
+    for r in records:
+        by_worker.setdefault(r.worker, []).append(r)
+    phases: list[TaskPhases] = []
+    for rs in by_worker.values():
+        rs.sort(key=lambda r: r.started)
+        free = -math.inf
+        for r in rs:
+            sent = r.dispatched if r.dispatched is not None else r.started
+            ready = min(max(sent, free), r.started)
+            submitted = min(r.submitted, ready)
+            finished = max(r.finished, r.started)
+            settled = r.settled if r.settled is not None else finished
+            phases.append(TaskPhases(r, ready - submitted, r.started - ready,
+                                     finished - r.started, max(0.0, settled - finished)))
+            free = finished
+    totals = {k: sum(getattr(p, k) for p in phases) for k in ("queue", "send", "run", "receive")}
+    by_fn: dict[str, list[TaskPhases]] = {}
+    for p in phases:
+        by_fn.setdefault(p.record.function, []).append(p)
+    stragglers: list[TaskPhases] = []
+    suggestions: list[str] = []
+    workers = max(1, len(by_worker))
+    for fn, ps in sorted(by_fn.items()):
+        runs = sorted(p.run for p in ps)
+        median = _percentile(runs, 0.5)
+        stragglers += [p for p in ps if p.run > 3 * median and p.run - median > 0.005]
+        if len(ps) < 8:
+            continue
+        per_item = sorted(p.run / max(1, p.record.items) for p in ps)
+        overhead = sorted(p.send + p.receive for p in ps)
+        item_run, over = _percentile(per_item, 0.5), _percentile(overhead, 0.5)
+        chunk = _percentile(sorted(float(p.record.items) for p in ps), 0.5)
+        if item_run <= 0 or over <= 0.2 * (over + item_run * chunk):
+            continue
+        items = sum(p.record.items for p in ps)
+        best = min(max(1, math.ceil(over / (0.1 * item_run))), max(1, items // (4 * workers)))
+        if best > chunk * 1.5:
+            suggestions.append(
+                f"{fn}: each task spends {_fmt_dur(over)} in send + receive for "
+                f"{_fmt_dur(item_run * chunk)} of work ({chunk:.0f} items a task); "
+                f"chunksize={best} would cut that overhead to about 10%")
+    stragglers.sort(key=lambda p: p.run, reverse=True)
+    return Analysis(phases, totals, stragglers, suggestions)
 
 
 # Colour-blind-friendly qualitative palette (Tableau 10 without its red, kept for failures).
@@ -116,7 +206,9 @@ def _check(records: Sequence[TaskRecord]) -> None:
     for r in records:
         if not isinstance(r, TaskRecord):
             raise TypeError(f"render_timeline() needs TaskRecord objects, got {type(r).__name__}")
-        if not all(math.isfinite(x) for x in (r.submitted, r.started, r.finished)):
+        times = [r.submitted, r.started, r.finished]
+        times += [t for t in (r.dispatched, r.settled) if t is not None]
+        if not all(math.isfinite(x) for x in times):
             raise ValueError(f"task {r.task_id}: times must be finite numbers")
 
 
@@ -171,6 +263,7 @@ td:first-child,th:first-child{text-align:left}
 vertical-align:middle;overflow:hidden;text-align:left}
 .bar{display:block;height:100%;background:#4e79a7}
 rect.t:hover{stroke:#000;stroke-width:1.5}
+.suggest{background:#fff8e6;border-left:3px solid #edc948;padding:6px 10px;margin:10px 0 0}
 """
 
 
@@ -196,6 +289,7 @@ def _page(records: list[TaskRecord], title: str) -> str:
     items = sum(r.items for r in records)
     functions = sorted({r.function for r in records})
     colour = {fn: _PALETTE[i % len(_PALETTE)] for i, fn in enumerate(functions)}
+    analysis = analyze(records)
 
     cards = [
         (f"{len(records)}", "tasks" + (f" ({items} items)" if items != len(records) else "")),
@@ -214,12 +308,14 @@ def _page(records: list[TaskRecord], title: str) -> str:
            *(f'<div class="card"><b>{esc(v)}</b><span>{esc(k)}</span></div>' for v, k in cards),
            "</div>",
            '<div class="panel"><h2>Tasks per worker</h2>',
-           _gantt(records, by_worker, busy, t0, span, colour),
+           _gantt(records, by_worker, busy, t0, span, colour,
+                  {p.record.task_id for p in analysis.stragglers}),
            '<div class="legend">',
            *(f'<span><span class="sw" style="background:{colour[fn]}"></span>{esc(fn)}</span>'
              for fn in functions),
            f'<span><span class="sw" style="background:{_FAILED}"></span>failed</span>',
            "</div></div>",
+           _phase_panel(analysis),
            _worker_table(by_worker, busy, span),
            _wait_panel(waits),
            "</body></html>\n"]
@@ -227,7 +323,8 @@ def _page(records: list[TaskRecord], title: str) -> str:
 
 
 def _gantt(records: list[TaskRecord], by_worker: dict[int, list[TaskRecord]],
-           busy: dict[int, float], t0: float, span: float, colour: dict[str, str]) -> str:
+           busy: dict[int, float], t0: float, span: float, colour: dict[str, str],
+           stragglers: set[int]) -> str:
     esc = html.escape
     rows = len(by_worker)
     queue_top = _AXIS_H + rows * _ROW_H + 14
@@ -287,9 +384,14 @@ def _gantt(records: list[TaskRecord], by_worker: dict[int, list[TaskRecord]],
                    f"worker {r.worker} (pid {r.pid})"
                    + (f" · {r.items} items" if r.items != 1 else "")
                    + f"\nstarted at +{_fmt_dur(r.started - t0)}")
-            parts.append(f'<rect class="t" data-task="{r.task_id}" x="{bx:.2f}" '
-                         f'y="{y + (_ROW_H - _BAR_H) / 2}" width="{bw:.2f}" height="{_BAR_H}" '
-                         f'rx="2" fill="{fill}"><title>{esc(tip)}</title></rect>')
+            slow = r.task_id in stragglers
+            if slow:
+                tip += "\nSTRAGGLER: ran far longer than this function's median"
+            parts.append(f'<rect class="t{" s" if slow else ""}" data-task="{r.task_id}" '
+                         f'x="{bx:.2f}" y="{y + (_ROW_H - _BAR_H) / 2}" width="{bw:.2f}" '
+                         f'height="{_BAR_H}" rx="2" fill="{fill}"'
+                         + (' stroke="#d62728" stroke-width="2"' if slow else "")
+                         + f"><title>{esc(tip)}</title></rect>")
         # utilisation of this worker: a bar and a number in the right column
         u = busy[w] / span
         ux = _WIDTH - _UTIL_W + 6
@@ -325,6 +427,94 @@ def _gantt(records: list[TaskRecord], by_worker: dict[int, list[TaskRecord]],
                  f'<path d="{"".join(path)}" fill="#f28e2b" fill-opacity="0.35" '
                  f'stroke="#f28e2b" stroke-width="1"/></svg>')
     return "".join(parts)
+
+
+_PHASE_COLOURS = {"queue": "#f28e2b", "send": "#76b7b2", "run": "#4e79a7", "receive": "#b07aa1"}
+
+
+def _phase_panel(a: Analysis) -> str:
+    """Where the time went: a stacked bar of the phase totals, stragglers, suggestions."""
+    esc = html.escape
+    total = sum(a.totals.values()) or 1e-9
+    bar = ['<div style="display:flex;height:22px;border-radius:3px;overflow:hidden;'
+           'margin:6px 0 4px" data-phases="1">']
+    legend = []
+    for k, v in a.totals.items():
+        share = v / total
+        bar.append(f'<div data-phase="{k}" title="{k}: {_fmt_dur(v)}" style="width:'
+                   f'{share * 100:.2f}%;background:{_PHASE_COLOURS[k]}"></div>')
+        legend.append(f'<span><span class="sw" style="background:{_PHASE_COLOURS[k]}"></span>'
+                      f"{k} {_fmt_dur(v)} ({share * 100:.1f}%)</span>")
+    out = ['<div class="panel"><h2>Where the time went (summed over tasks)</h2>',
+           *bar, "</div>", '<div class="legend">', *legend, "</div>"]
+    if a.stragglers:
+        rows = "".join(
+            f"<tr><td>{esc(p.record.function)}</td><td>{p.record.task_id}</td>"
+            f"<td>worker {p.record.worker}</td><td>{_fmt_dur(p.run)}</td></tr>"
+            for p in a.stragglers[:10])
+        out.append(f'<h2 style="margin-top:12px">Stragglers ({len(a.stragglers)})</h2>'
+                   "<table><tr><th>function</th><th>task</th><th>worker</th><th>ran</th></tr>"
+                   f"{rows}</table>")
+    for text in a.suggestions:
+        out.append(f'<p class="suggest">💡 {esc(text)}</p>')
+    out.append("</div>")
+    return "".join(out)
+
+
+def write_chrome_trace(records: Sequence[TaskRecord], path: str | os.PathLike[str], *,
+                       title: str = "multitask timeline") -> Path:
+    """Write *records* as Chrome-trace JSON (the Trace Event format that Perfetto's UI and
+    chrome://tracing open): one track per worker with each task's send, run and receive as
+    slices, and each task's queue wait as an async slice on a "queue" track.  Written to a
+    temporary name and renamed, like :func:`render_timeline`; returns the path."""
+    import json
+
+    records = list(records)
+    _check(records)
+    a = analyze(records)
+    t0 = min((min(r.submitted, r.started) for r in records), default=0.0)
+
+    def us(t: float) -> float:
+        return round((t - t0) * 1e6, 3)
+
+    events: list[dict[str, object]] = [
+        {"ph": "M", "name": "process_name", "pid": 1, "tid": 0, "args": {"name": title}}]
+    for w in sorted({r.worker for r in records}):
+        events.append({"ph": "M", "name": "thread_name", "pid": 1, "tid": w + 1,
+                       "args": {"name": f"worker {w}"}})
+    for p in a.phases:
+        r = p.record
+        args = {"task": r.task_id, "pid": r.pid, "items": r.items, "ok": r.ok,
+                "queue_ms": p.queue * 1e3, "send_ms": p.send * 1e3, "run_ms": p.run * 1e3,
+                "receive_ms": p.receive * 1e3}
+        ready = r.started - p.send
+        if p.queue > 0:
+            events.append({"ph": "b", "cat": "queue", "name": "queued", "id": r.task_id,
+                           "pid": 1, "tid": 0, "ts": us(ready - p.queue)})
+            events.append({"ph": "e", "cat": "queue", "name": "queued", "id": r.task_id,
+                           "pid": 1, "tid": 0, "ts": us(ready)})
+        for name, start, dur, cat in (("send", ready, p.send, "send"),
+                                      (r.function, r.started, p.run, "run"),
+                                      ("receive", r.started + p.run, p.receive, "receive")):
+            if dur > 0 or cat == "run":
+                events.append({"ph": "X", "cat": cat if r.ok else cat + ",failed",
+                               "name": name, "pid": 1, "tid": r.worker + 1, "ts": us(start),
+                               "dur": round(dur * 1e6, 3), "args": args})
+    out = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp",
+                               dir=str(out.parent) if str(out.parent) else ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"traceEvents": events, "displayTimeUnit": "ms"}, f)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return out
 
 
 def _worker_table(by_worker: dict[int, list[TaskRecord]], busy: dict[int, float],

@@ -7,7 +7,8 @@ utilisation bar (measured between two refreshes, like ``top``), the share of rec
 which it was busy, its current task and how long it has run.
 
 Keys are read from the terminal in cbreak mode with ``select`` (so no thread is needed and the
-terminal is restored on every exit path): ``q`` quits.  With ``--pid`` it exits by itself when
+terminal is restored on every exit path): ``q`` quits, ``s`` shows (and hides) the Python
+stack of every busy worker (:func:`stacks_panel`).  With ``--pid`` it exits by itself when
 that program ends.  Ctrl-C also quits cleanly.
 """
 
@@ -31,9 +32,10 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from .._core import _stacks
 from . import registry
 from .procinfo import CpuSampler
-from .view import ProgramView, build, human_bytes, human_seconds
+from .view import ProgramView, build, flatten, human_bytes, human_seconds
 
 __all__ = ["run_top"]
 
@@ -175,11 +177,44 @@ def render(views: list[ProgramView], hist: _History, *, pid: int | None,
     head = Text()
     head.append("multitask top", style="bold")
     head.append(f"  {time.strftime('%H:%M:%S')}  {len(views)} program(s)"
-                f"  refresh {interval:g}s  press q to quit", style="dim")
+                f"  refresh {interval:g}s  press q to quit, s for the stacks of busy workers",
+                style="dim")
     if not views:
         what = f"program {pid}" if pid is not None else "any multitask program"
         return Group(head, Text(f"waiting for {what} to publish its pools…", style="yellow"))
     return Group(head, *(_program_panel(v, hist, now) for v in views))
+
+
+def stacks_panel(views: list[ProgramView], frames: int = 8) -> Panel:
+    """The Python stack of every busy worker (``s`` in top): the innermost ``frames`` frames of
+    its main thread, from its faulthandler FIFO (see _core/_stacks.py).  Blocks ~50 ms per busy
+    worker (a worker that does not answer costs 0.5 s)."""
+    parts: list[RenderableType] = []
+    for row in flatten(views):
+        if row.role != "worker" or row.task_state != "busy":
+            continue
+        dump = _stacks.request(row.pid, timeout=0.5, quiet=0.05)
+        title = Text(f"worker {row.worker} of {row.pool} (pid {row.pid}): {row.task} for "
+                     f"{human_seconds(row.task_running_for)}", style="bold green")
+        parts.append(title)
+        parts.append(Text(main_thread_frames(dump, frames) if dump else
+                          "  (no stack: the worker did not answer)", style="dim"))
+    if not parts:
+        parts.append(Text("no busy worker", style="dim"))
+    return Panel(Group(*parts), title="stacks of busy workers (most recent call first)",
+                 title_align="left")
+
+
+def main_thread_frames(dump: str, frames: int) -> str:
+    """The first ``frames`` frame lines of a faulthandler dump's current (main) thread."""
+    lines = dump.splitlines()
+    start = next((i for i, ln in enumerate(lines) if ln.startswith("Current thread")), 0)
+    out = []
+    for ln in lines[start + 1:]:
+        if not ln.strip():
+            break
+        out.append(ln)
+    return "\n".join(out[:frames])
 
 
 def _alive(pid: int) -> bool:
@@ -204,6 +239,7 @@ def run_top(pid: int | None = None, interval: float = 0.5, *,
     sampler = CpuSampler()
     hist = _History()
     ended = False
+    show_stacks = False
     try:
         with _keyboard(stdin or sys.stdin) as read_keys, \
                 Live(console=console, screen=console.is_terminal, auto_refresh=False,
@@ -215,10 +251,16 @@ def run_top(pid: int | None = None, interval: float = 0.5, *,
                     if not entries and not _alive(pid):
                         ended = True
                         break
-                live.update(render(build(entries, sampler=sampler), hist, pid=pid,
-                                   interval=interval), refresh=True)
-                if "q" in read_keys(interval).lower():
+                views = build(entries, sampler=sampler)
+                screen = render(views, hist, pid=pid, interval=interval)
+                if show_stacks and views:
+                    screen = Group(screen, stacks_panel(views))
+                live.update(screen, refresh=True)
+                keys = read_keys(interval).lower()
+                if "q" in keys:
                     break
+                if "s" in keys:
+                    show_stacks = not show_stacks
     except KeyboardInterrupt:
         pass
     if ended:

@@ -21,6 +21,7 @@ import abc
 import itertools
 import math
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -128,6 +129,7 @@ class Job(abc.ABC):
         self.exhausted = False        # no more tasks will ever come from next_task()
         self.outstanding = 0          # tasks handed out and not yet reported
         self.item_seconds = 0.0       # measured seconds per item (EWMA), 0 until measured
+        self.created = time.monotonic()   # when the call was made: the timeline's "submitted"
         self._lock = _NO_LOCK if type(self) is ApplyJob else threading.Lock()
 
     @property

@@ -350,20 +350,28 @@ class Pool:
             workers_replaced=self._backend.workers_replaced, created=self._created)
 
     def timeline(self, path: str | os.PathLike[str] | None = None) -> Any:
-        """The recorded tasks (start, end, worker of the last 100 000 tasks).
+        """The recorded tasks (the last 100 000): when each was submitted, sent to its worker,
+        started, finished and settled, by which worker and pid.
 
-        With ``path``, writes a self-contained HTML chart there (a Gantt row per worker,
-        utilisation, queue wait) and returns the path; without, returns the records.
+        Without ``path``: the records (:class:`multitask.monitor.timeline.TaskRecord`; see
+        :func:`multitask.monitor.timeline.analyze` for where the time went).  With a path
+        ending in ``.json``: a Chrome-trace / Perfetto file (open it in ui.perfetto.dev or
+        chrome://tracing); any other path: a self-contained HTML page (a Gantt row per worker,
+        the split of each task into queue wait, send, run and receive, stragglers, a chunk-size
+        suggestion, utilisation, queue wait).  Returns the path written.
         """
         from pathlib import Path
 
-        from ..monitor.timeline import TaskRecord, render_timeline
+        from ..monitor.timeline import TaskRecord, render_timeline, write_chrome_trace
 
         records = [TaskRecord(r[0], r[1], r[2], _qualname(r[3]), *r[4:])
                    for r in list(self._timeline)]
         if path is None:
             return records
-        return render_timeline(records, Path(path), title=f"multitask timeline: {self.name}")
+        title = f"multitask timeline: {self.name}"
+        if str(path).endswith(".json"):
+            return write_chrome_trace(records, Path(path), title=title)
+        return render_timeline(records, Path(path), title=title)
 
     @property
     def processes(self) -> int:
@@ -452,9 +460,10 @@ class Pool:
             self._completed += n
             self._failed += failed
         # The function's name is resolved when the timeline is read, not on this hot path.
-        self._timeline.append((task.id, worker, pid or 0, job.fn, task.dispatched,
-                               started or task.dispatched, finished or time.monotonic(),
-                               not failed, n))
+        now = time.monotonic()
+        self._timeline.append((task.id, worker, pid or 0, job.fn, job.created,
+                               started or task.dispatched, finished or now, not failed, n,
+                               task.dispatched, now))
         self._notify()
 
     def _count_submitted(self, n: int) -> None:
