@@ -219,3 +219,73 @@ def test_pool_timeline_exports_chrome_trace_and_html_with_phases(tmp_path):
     html_text = page.read_text()
     assert "Where the time went" in html_text
     assert all(f'data-phase="{k}"' in html_text for k in ("queue", "send", "run", "receive"))
+
+
+def _chromium() -> str | None:
+    import shutil
+
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+# Appended to a copy of the page: the browser's own layout, written into the DOM for --dump-dom.
+_MEASURE = """<script>
+window.addEventListener("load", () => {
+  const bars = [...document.querySelectorAll("rect.t")];
+  const drawn = bars.filter(b => { const r = b.getBoundingClientRect();
+                                   return r.width > 0 && r.height > 0; }).length;
+  const phases = [...document.querySelectorAll("[data-phase]")]
+    .reduce((s, e) => s + e.getBoundingClientRect().width, 0);
+  const box = document.querySelector("[data-phases]").getBoundingClientRect().width;
+  const out = document.createElement("pre");
+  out.id = "measured";
+  out.textContent = JSON.stringify({bars: bars.length, drawn, phases, box,
+    overflow: document.documentElement.scrollWidth - window.innerWidth,
+    svgs: [...document.querySelectorAll("svg")].map(s => s.getBoundingClientRect().height)});
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def test_timeline_page_renders_in_a_real_headless_browser(tmp_path):
+    """The HTML as a browser lays it out: every bar drawn with a size, the phase bar filling its
+    box, nothing wider than the window, and a screenshot that is not blank."""
+    import json
+    import re
+    import struct
+    import subprocess
+
+    import multitask as mt
+
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("needs a Chromium (Debian: apt-get install chromium; .ci/run installs it "
+                    "where it can)")
+    with mt.get_context("fork").Pool(2) as pool:
+        pool.map(abs, range(-400, 0), chunksize=3)
+        pool.apply(abs, (-1,))
+        page = pool.timeline(tmp_path / "run.html")
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.read_text().replace("</body>", _MEASURE + "</body>"))
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+             "--window-size=1280,1600", f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([*flags, "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    found = re.search(r'<pre id="measured">(.*?)</pre>', dom.stdout)
+    assert found, dom.stderr[-2000:]
+    m = json.loads(found.group(1).replace("&quot;", '"'))
+    assert m["bars"] == m["drawn"] > 0
+    assert abs(m["phases"] - m["box"]) < 2 and m["box"] > 500
+    assert m["overflow"] <= 0
+    assert all(h > 40 for h in m["svgs"])
+    shot = tmp_path / "timeline.png"
+    subprocess.run([*flags, f"--screenshot={shot}", page.as_uri()], capture_output=True,
+                   timeout=120)
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])
+    assert (width, height) == (1280, 1600)
+    assert len(data) > 40_000   # a blank page compresses to a few KiB; this one has a chart

@@ -129,7 +129,8 @@ def analyze(records: Sequence[TaskRecord]) -> Analysis:
         if best > chunk * 1.5:
             suggestions.append(
                 f"{fn}: each task spends {_fmt_dur(over)} in send + receive for "
-                f"{_fmt_dur(item_run * chunk)} of work ({chunk:.0f} items a task); "
+                f"{_fmt_dur(item_run * chunk)} of work ({chunk:.0f} "
+                f"{'item' if chunk == 1 else 'items'} a task); "
                 f"chunksize={best} would cut that overhead to about 10%")
     stragglers.sort(key=lambda p: p.run, reverse=True)
     return Analysis(phases, totals, stragglers, suggestions)
@@ -445,8 +446,12 @@ def _phase_panel(a: Analysis) -> str:
                    f'{share * 100:.2f}%;background:{_PHASE_COLOURS[k]}"></div>')
         legend.append(f'<span><span class="sw" style="background:{_PHASE_COLOURS[k]}"></span>'
                       f"{k} {_fmt_dur(v)} ({share * 100:.1f}%)</span>")
+    medians = " · ".join(
+        f"{k} <b>{_fmt_dur(_percentile(sorted(getattr(p, k) for p in a.phases), 0.5))}</b>"
+        for k in a.totals)
     out = ['<div class="panel"><h2>Where the time went (summed over tasks)</h2>',
-           *bar, "</div>", '<div class="legend">', *legend, "</div>"]
+           *bar, "</div>", '<div class="legend">', *legend, "</div>",
+           f'<p style="margin:8px 0 0">median task: {medians}</p>']
     if a.stragglers:
         rows = "".join(
             f"<tr><td>{esc(p.record.function)}</td><td>{p.record.task_id}</td>"
@@ -456,7 +461,7 @@ def _phase_panel(a: Analysis) -> str:
                    "<table><tr><th>function</th><th>task</th><th>worker</th><th>ran</th></tr>"
                    f"{rows}</table>")
     for text in a.suggestions:
-        out.append(f'<p class="suggest">💡 {esc(text)}</p>')
+        out.append(f'<p class="suggest"><b>Suggestion:</b> {esc(text)}</p>')
     out.append("</div>")
     return "".join(out)
 
