@@ -102,3 +102,32 @@ def test_a_callback_waiting_on_its_own_pool_raises_instead_of_hanging(caplog):
         assert len(seen) == 20
         assert "callback" in str(seen[0]) and "for ever" in str(seen[0])
         assert pool.apply(ident, ("after",)) == "after"
+
+
+def test_results_failed_by_terminate_do_not_share_a_growing_traceback():
+    """terminate() fails every unfinished result with one ClosedError.  Re-raising one object
+    prepends frames to its traceback, so each get() grew it: after 20 000 gets, tracebacks of
+    ~40 000 frames, and logging each unretrieved one took minutes (found by the soak)."""
+    import traceback
+
+    pool = mt.get_context("fork").Pool(1)
+    blocker = pool.apply_async(time.sleep, (30,))
+    rs = [pool.apply_async(ident, (i,)) for i in range(20_000)]
+    futs = [pool.submit(ident, i) for i in range(2_000)]
+    pool.terminate()
+    depths = []
+    for r in [blocker, *rs]:
+        try:
+            r.get(timeout=10)
+        except mt.ClosedError as exc:
+            depths.append(len(traceback.extract_tb(exc.__traceback__)))
+    assert len(depths) == 20_001 and max(depths) < 10, max(depths)
+    fdepths = []
+    for f in futs:
+        exc = f.exception(timeout=10)
+        try:
+            f.result()
+        except mt.ClosedError as raised:
+            assert raised is exc
+            fdepths.append(len(traceback.extract_tb(raised.__traceback__)))
+    assert len(fdepths) == 2_000 and max(fdepths) < 10, max(fdepths)

@@ -82,7 +82,27 @@ class _FutureResult:
             if ok:
                 fut.set_result(value)
             else:
-                fut.set_exception(value)
+                # Future.result() re-raises the object as it is: each future gets its own
+                # (terminate() fails many with one; see AsyncResult._set).
+                fut.set_exception(_own_copy(value))
+
+
+def _own_copy(exc: BaseException) -> BaseException:
+    """``exc`` the first time it is handed out, a shallow copy (same cause, context and
+    original traceback) every time after."""
+    try:
+        if not getattr(exc, "_mt_handed_out", False):
+            exc._mt_handed_out = True   # type: ignore[attr-defined]
+            exc._mt_tb = exc.__traceback__   # type: ignore[attr-defined]
+            return exc
+        import copy
+
+        dup = copy.copy(exc)
+    except Exception:   # an exception type that cannot be copied (or takes no attribute)
+        return exc
+    dup.__cause__, dup.__context__ = exc.__cause__, exc.__context__
+    dup.__suppress_context__ = exc.__suppress_context__
+    return dup.with_traceback(getattr(exc, "_mt_tb", exc.__traceback__))
 
 
 class Pool:

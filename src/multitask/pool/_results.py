@@ -82,6 +82,7 @@ class AsyncResult(Generic[T]):
         "_pool_ref",
         "_retrieved",
         "_success",
+        "_tb",
         "_value",
         "_waiters",
     )
@@ -93,6 +94,7 @@ class AsyncResult(Generic[T]):
         self._latch.acquire()
         self._value: Any = _PENDING
         self._success = False
+        self._tb: Any = None
         self._retrieved = error_callback is not None
         self._callback = callback
         self._error_callback = error_callback
@@ -145,7 +147,7 @@ class AsyncResult(Generic[T]):
         self._retrieved = True
         if self._success:
             return self._value
-        raise self._value
+        raise self._value.with_traceback(self._tb)
 
     # -- beyond the stdlib ---------------------------------------------------------------------
     def exception(self, timeout: float | None = None) -> BaseException | None:
@@ -197,6 +199,13 @@ class AsyncResult(Generic[T]):
                                  "callback" if success else "error_callback")
         self._success = success
         self._value = value
+        if not success:
+            # Raised again by every get() with this traceback: re-raising an exception object
+            # prepends the raiser's frames to the traceback it has, so without it each get() --
+            # and each result sharing one exception (terminate fails them all with one) -- would
+            # grow it: after terminate() with 300 000 results outstanding, tracebacks of ~10^5
+            # frames, formatted for every unretrieved one (found by the soak, issue #16).
+            self._tb = value.__traceback__
         self._latch.release()
         pool = self._pool_ref
         if pool is not None:
@@ -288,8 +297,10 @@ class IMapIterator(Iterator[T]):
         # A Lock's own __enter__/__exit__ are C: nothing can run between them and the with.
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
-        self._ready: collections.deque[tuple[bool, Any, int]] = collections.deque()
-        self._by_start: dict[int, tuple[bool, Any, int]] = {}
+        # (ok, values or the exception, items, the exception's traceback as delivered: see
+        # AsyncResult._set for why it is kept)
+        self._ready: collections.deque[tuple[bool, Any, int, Any]] = collections.deque()
+        self._by_start: dict[int, tuple[bool, Any, int, Any]] = {}
         self._next_start = 0
         self._chunk: Any = None             # the chunk being yielded, and the next position in it
         self._pos = 0
@@ -310,15 +321,16 @@ class IMapIterator(Iterator[T]):
         self._kick()
 
     def _deliver(self, start: int, ok: bool, values: Any, n: int) -> bool:
+        tb = None if ok else values.__traceback__
         with self._lock:
             if self._ordered:
-                self._by_start[start] = (ok, values, n)
+                self._by_start[start] = (ok, values, n, tb)
                 while self._next_start in self._by_start:
                     item = self._by_start.pop(self._next_start)
                     self._ready.append(item)
                     self._next_start += item[2]
             else:
-                self._ready.append((ok, values, n))
+                self._ready.append((ok, values, n, tb))
             self._cond.notify()
         self._kick()
         return True
@@ -371,7 +383,7 @@ class IMapIterator(Iterator[T]):
                 # (the chunk would be lost): held back until both are done.
                 _interrupts.enter()
                 try:
-                    ok, values, n = self._ready.popleft()
+                    ok, values, n, tb = self._ready.popleft()
                     self._yielded += n
                     if ok:
                         self._chunk = values
@@ -379,6 +391,6 @@ class IMapIterator(Iterator[T]):
                 finally:
                     _interrupts.end()
             if not ok:
-                raise values
+                raise values.with_traceback(tb)
 
     __next__ = next
