@@ -63,3 +63,70 @@ def test_import_does_not_pull_numpy_or_ray():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True).stdout.split()
     assert out == ["False", "False"]
+
+
+# Submodules of the stdlib package that are start-method machinery, not something a program
+# imports: multitask's contexts start processes with these very classes.
+INTERNAL_SUBMODULES = {
+    "popen_fork": "the fork start method's Popen class",
+    "popen_forkserver": "the forkserver start method's Popen class",
+    "popen_spawn_posix": "the spawn start method's Popen class",
+    "popen_spawn_win32": "Windows only",
+    "resource_sharer": "the helper thread behind reduction.DupFd",
+}
+
+
+def _stdlib_submodules() -> list[str]:
+    import pkgutil
+
+    names = [m.name for m in pkgutil.iter_modules(multiprocessing.__path__)
+             if not m.name.startswith("_")]
+    return [*sorted(names), "dummy.connection"]
+
+
+def test_every_public_stdlib_submodule_has_a_twin_with_its_names():
+    """`from multitask.<sub> import <name>` works wherever `from multiprocessing.<sub> import
+    <name>` does (issue #17): every public submodule, every name of its __all__."""
+    import importlib
+
+    missing = []
+    for sub in _stdlib_submodules():
+        if sub in INTERNAL_SUBMODULES:
+            continue
+        std = importlib.import_module(f"multiprocessing.{sub}")
+        names = getattr(std, "__all__", None)
+        assert names is not None, f"multiprocessing.{sub} has no __all__: say what counts"
+        ours = importlib.import_module(f"multitask.{sub}")
+        missing += [f"multitask.{sub}.{n}" for n in names if not hasattr(ours, n)]
+    assert not missing, missing
+
+
+def test_internal_submodules_are_still_internal():
+    """The exclusions above must name real stdlib modules (a rename would hide a gap)."""
+    assert set(INTERNAL_SUBMODULES) <= set(_stdlib_submodules())
+
+
+def test_thread_pool_and_dummy_pool_are_multitask_thread_pools():
+    from multitask.dummy import Pool as DummyPool
+    from multitask.pool import ThreadPool
+
+    with ThreadPool(2) as tp:
+        assert tp.map(abs, [-1, -2]) == [1, 2]
+        assert tp.statistics().backend == "thread"
+    with DummyPool(2) as dp:
+        assert isinstance(dp, ThreadPool)
+        assert dp.apply(abs, (-3,)) == 3
+
+
+def test_shared_memory_track_false_on_every_version():
+    from multitask.shared_memory import SharedMemory
+
+    a = SharedMemory(create=True, size=64, track=False)
+    try:
+        a.buf[:3] = b"abc"
+        b = SharedMemory(a.name, track=False)
+        assert bytes(b.buf[:3]) == b"abc"
+        b.close()
+    finally:
+        a.close()
+        a.unlink()

@@ -35,8 +35,11 @@ from ._core._errors import AuthenticationError
 
 _mpm: Any = _mpm_module  # typeshed lacks the private names used here
 
-__all__ = ["BaseManager", "BaseProxy", "Manager", "Namespace", "SyncManager", "Token"]
+__all__ = ["BaseManager", "BaseProxy", "Manager", "Namespace", "SharedMemoryManager",
+           "SyncManager", "Token"]
 
+# The stdlib's: it serves SharedMemory blocks and unlinks them all at shutdown.
+SharedMemoryManager = _mpm_module.SharedMemoryManager
 BaseManager = _mpm.BaseManager
 BaseProxy = _mpm.BaseProxy
 Namespace = _mpm.Namespace

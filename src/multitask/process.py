@@ -39,6 +39,7 @@ from ._core._errors import ClosedError, ProcessError
 _mpprocess: Any = _mpprocess_module
 
 __all__ = [
+    "BaseProcess",
     "ForkProcess",
     "ForkServerProcess",
     "Process",
@@ -47,6 +48,9 @@ __all__ = [
     "current_process",
     "parent_process",
 ]
+
+# The stdlib's base class, which multitask's Process derives from (isinstance checks agree).
+BaseProcess = _mpprocess_module.BaseProcess
 
 if TYPE_CHECKING:
     import psutil

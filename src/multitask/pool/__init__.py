@@ -25,7 +25,7 @@ call hang, which is the stdlib's oldest Pool bug (gh-66587).  ``map`` cuts its i
 
 from typing import TYPE_CHECKING, Any
 
-from ._pool import Pool
+from ._pool import Pool, ThreadPool
 from ._results import ApplyResult, AsyncResult, IMapIterator, MapResult
 
 if TYPE_CHECKING:
@@ -39,6 +39,7 @@ __all__ = [
     "Pool",
     "PoolStatistics",
     "TaskInfo",
+    "ThreadPool",
     "WorkerStatistics",
 ]
 

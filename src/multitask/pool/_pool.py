@@ -520,3 +520,22 @@ def _registry_register(pool: Pool, deferred: bool) -> None:
     from ..monitor import _hook  # never raises: observability must not break the computation
 
     _hook.register_pool(pool, deferred=deferred)
+
+
+class ThreadPool(Pool):
+    """``multiprocessing.pool.ThreadPool``: a Pool of threads, for I/O-bound work.
+
+    ``ThreadPool(processes=None, initializer=None, initargs=(), **options)`` is
+    ``Pool(..., backend="thread")``: the same API and promises as the process Pool (errors are
+    never swallowed, ``task_timeout``, statistics, ``multitask ps``), with nothing pickled --
+    arguments and results are passed by reference.  ``options`` are Pool's keyword options
+    (``task_timeout``, ``maxtasksperchild``, ``name``...).  See :mod:`multitask.backends.thread`
+    for how threads differ from processes (a timed-out thread is abandoned, not killed).
+    """
+
+    def __init__(self, processes: int | None = None,
+                 initializer: Callable[..., object] | None = None,
+                 initargs: Iterable[Any] = (), **options: Any) -> None:
+        if "backend" in options:
+            raise TypeError("ThreadPool always uses the thread backend")
+        super().__init__(processes, initializer, initargs, backend="thread", **options)
