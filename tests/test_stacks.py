@@ -109,3 +109,29 @@ def test_ps_stacks_cli(tmp_path):
         if child.returncode is None:
             child.send_signal(signal.SIGKILL)
         child.stdout.close()
+
+
+def test_request_returns_when_the_process_exits_after_answering():
+    """Once the dump has come, a process that exits (a worker recycled right after its task)
+    leaves the FIFO without a writer: poll then says "hung up" at once, for ever.  request()
+    spun there, and the pool's watcher with it -- no deaths reported, a stalled pool (found by
+    the soak).  It must end at the hang-up."""
+    import time
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from multitask._core import _stacks; "
+         "_stacks.install(); print('ready', flush=True); sys.stdin.readline()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        timer = threading.Timer(0.1, child.stdin.close)   # it exits 0.1 s after the dump
+        timer.start()
+        t0 = time.monotonic()
+        dump = _stacks.request(child.pid, timeout=3.0, quiet=1.5)
+        took = time.monotonic() - t0
+        timer.join()
+        assert dump and "Current thread" in dump
+        assert took < 1.4, took   # ended at the hang-up, before the quiet period
+    finally:
+        child.wait(10)
+        child.stdout.close()

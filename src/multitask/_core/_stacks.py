@@ -140,23 +140,35 @@ def request(pid: int, timeout: float = 3.0, quiet: float = 0.2) -> str | None:
         poller = select.poll()
         poller.register(fd, select.POLLIN)
         chunks: list[bytes] = []
-        deadline = time.monotonic() + timeout
+        start = time.monotonic()
+        deadline = start + timeout
+        hard = deadline + 4 * quiet   # however the dump trickles in, the wait ends here
         while True:
-            wait = quiet if chunks else deadline - time.monotonic()
-            if wait <= 0 or not poller.poll(wait * 1000):
+            now = time.monotonic()
+            wait = min(quiet if chunks else deadline - now, hard - now)
+            if wait <= 0:
                 break
+            events = poller.poll(wait * 1000)
+            if not events:
+                break   # quiet for `quiet` seconds (or nothing by the deadline)
             data = _read(fd)
             if data:
                 chunks.append(data)
+            elif data == b"" or any(ev & (select.POLLHUP | select.POLLERR)
+                                    for _, ev in events):
+                # end of file: the process exited (no writer is left), after its dump or
+                # before it; poll would report the hang-up at once, for ever
+                break
         return b"".join(chunks).decode("utf-8", "replace") if chunks else ""
     finally:
         os.close(fd)
 
 
-def _read(fd: int) -> bytes:
+def _read(fd: int) -> bytes | None:
+    """What the FIFO holds now: bytes, b"" at end of file (no writer), None if empty."""
     try:
         return os.read(fd, 1 << 16)
     except OSError as exc:
         if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
-            return b""
+            return None
         raise

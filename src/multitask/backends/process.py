@@ -1131,21 +1131,32 @@ class ProcessBackend(Backend):
                 self._timed_out[pid] = (task_id, limit, "")
             self._watch_at = float("inf") if soonest is None else soonest
         for pid, task_id, limit in kills:
-            # What it was doing, for the TaskTimeoutError (its __cause__): a faulthandler dump,
-            # taken before the kill (at most ~0.5 s, if the worker does not answer).
-            stack = ""
+            # What it was doing goes into the TaskTimeoutError (its __cause__): a faulthandler
+            # dump, taken before the kill -- in a thread of its own, because it can take up to
+            # ~0.7 s (a worker that does not answer) and the watcher must go on reporting
+            # deaths meanwhile (a watcher blocked here stalled a recycling pool: soak).
             try:
-                stack = _stacks.request(pid, timeout=0.5, quiet=0.05) or ""
-            except OSError:
-                pass
-            if stack:
-                with self._lock:
-                    if pid in self._timed_out:
-                        self._timed_out[pid] = (task_id, limit, stack)
-            self._kill_worker(pid)
+                threading.Thread(target=self._stack_then_kill, args=(pid, task_id, limit),
+                                 name="multitask-timeout", daemon=True).start()
+            except RuntimeError:   # no thread to be had: kill without the stack
+                self._kill_worker(pid)
         if soonest is None:
             return None
         return max(0.0, soonest - time.monotonic()) + 0.001
+
+    def _stack_then_kill(self, pid: int, task_id: int, limit: float) -> None:
+        """A timed-out worker: its stack for the TaskTimeoutError, then SIGKILL.  Bounded
+        (_stacks.request ends by its deadline, or when the worker exits)."""
+        stack = ""
+        try:
+            stack = _stacks.request(pid, timeout=0.5, quiet=0.05) or ""
+        except OSError:
+            pass
+        if stack:
+            with self._lock:
+                if pid in self._timed_out:
+                    self._timed_out[pid] = (task_id, limit, stack)
+        self._kill_worker(pid)
 
     def poke_watcher(self) -> None:
         try:
