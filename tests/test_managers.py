@@ -168,3 +168,28 @@ def test_manager_server_dies_with_its_parent(tmp_path):
     if not gone:
         os.kill(server, signal.SIGKILL)
     assert gone, "the manager server outlived its SIGKILLed parent"
+
+
+def test_python_314_proxy_additions_on_every_version():
+    """ListProxy.clear/copy, DictProxy |, |=, fromkeys, reversed, and SyncManager.set (3.14)."""
+    import multitask as mt
+
+    with mt.Manager() as m:
+        lst = m.list([1, 2])
+        assert lst.copy() == [1, 2]
+        lst.clear()
+        assert len(lst) == 0
+        d = m.dict(a=1)
+        assert d | {"b": 2} == {"a": 1, "b": 2} and {"z": 0} | d == {"z": 0, "a": 1}
+        d |= {"c": 3}
+        assert d.copy() == {"a": 1, "c": 3} and list(reversed(d)) == ["c", "a"]
+        assert d.fromkeys(["x", "y"], 0) == {"x": 0, "y": 0}
+        s = m.set([1, 2])
+        s.add(3)
+        s |= {4}
+        s -= {1}
+        s ^= {4, 5}
+        assert sorted(s) == [2, 3, 5] and 2 in s and len(s) == 3
+        assert s & {2, 9} == {2} and s.issubset({2, 3, 5, 7})
+        s &= {2, 3}
+        assert sorted(s) == [2, 3]

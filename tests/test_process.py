@@ -302,3 +302,26 @@ def test_state_and_cpu_percent(ctx):
 def test_default_start_method_is_fork_on_linux():
     assert multitask.get_start_method() == "fork"
     assert multitask.Process(target=_sleep, args=(0,))._start_method is None
+
+
+def _wait_for_interrupt(q):
+    import time
+
+    try:
+        q.put("ready")
+        time.sleep(60)
+    except KeyboardInterrupt:
+        q.put("interrupted")
+
+
+def test_interrupt_raises_keyboard_interrupt_in_the_child(ctx):
+    """Process.interrupt() (Python 3.14) on every version: SIGINT, the child's finally runs."""
+    q = ctx.Queue()
+    p = ctx.Process(target=_wait_for_interrupt, args=(q,))
+    p.start()
+    assert q.get(timeout=30) == "ready"
+    p.interrupt()
+    assert q.get(timeout=30) == "interrupted"
+    p.join(30)
+    assert p.exitcode == 0
+    p.interrupt()   # exited: a no-op

@@ -35,8 +35,8 @@ from ._core._errors import AuthenticationError
 
 _mpm: Any = _mpm_module  # typeshed lacks the private names used here
 
-__all__ = ["BaseManager", "BaseProxy", "Manager", "Namespace", "SharedMemoryManager",
-           "SyncManager", "Token"]
+__all__ = ["BaseManager", "BaseProxy", "DictProxy", "ListProxy", "Manager", "Namespace",
+           "SetProxy", "SharedMemoryManager", "SyncManager", "Token"]
 
 # The stdlib's: it serves SharedMemory blocks and unlinks them all at shutdown.
 SharedMemoryManager = _mpm_module.SharedMemoryManager
@@ -174,6 +174,95 @@ class SyncManager(_mpm_module.SyncManager):
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"Array({typecode!r}, ...): {exc}") from None
         return super().Array(typecode, sequence, lock)  # type: ignore[call-arg]
+
+
+# ---- Python 3.14's additions, on every version ------------------------------------------------
+# 3.14 gave the list proxy clear() and copy(), the dict proxy the | operators, fromkeys() and
+# reversed(), and SyncManager a shared set.  Code written for 3.14 runs here on 3.10-3.13 (on
+# 3.14 the stdlib's own are equivalent).
+
+
+class ListProxy(_mpm.ListProxy):
+    """The stdlib's list proxy, plus ``clear()`` and ``copy()`` (3.14)."""
+
+    _exposed_ = tuple(dict.fromkeys((*_mpm.ListProxy._exposed_, "clear", "copy")))
+
+
+class DictProxy(_mpm.DictProxy):
+    """The stdlib's dict proxy, plus ``|``, ``|=``, ``fromkeys()`` and ``reversed()`` (3.14)."""
+
+    _exposed_ = tuple(dict.fromkeys((*_mpm.DictProxy._exposed_, "__or__", "__ror__", "__ior__",
+                                     "__reversed__", "fromkeys")))
+    _method_to_typeid_ = {**getattr(_mpm.DictProxy, "_method_to_typeid_", {}),
+                          "__reversed__": "Iterator"}
+
+    def __ior__(self, other: Any) -> DictProxy:
+        self._callmethod("update", (other,))
+        return self
+
+    def __or__(self, other: Any) -> dict:
+        return self._callmethod("__or__", (other,))
+
+    def __ror__(self, other: Any) -> dict:
+        return self._callmethod("__ror__", (other,))
+
+    def __reversed__(self) -> Any:
+        return self._callmethod("__reversed__")
+
+
+_SET_METHODS = (
+    "__and__", "__contains__", "__ge__", "__gt__", "__iter__", "__le__", "__len__", "__lt__",
+    "__or__", "__rand__", "__ror__", "__rsub__", "__rxor__", "__sub__", "__xor__",
+    "add", "clear", "copy", "difference", "difference_update", "discard", "intersection",
+    "intersection_update", "isdisjoint", "issubset", "issuperset", "pop", "remove",
+    "symmetric_difference", "symmetric_difference_update", "union", "update",
+)
+
+
+class SetProxy(_mpm.BaseProxy):
+    """A proxy for a ``set`` in the manager's process (``manager.set()``, Python 3.14): the
+    set's methods and operators; ``|=``, ``&=``, ``-=``, ``^=`` update it in place there."""
+
+    _exposed_ = _SET_METHODS
+    _method_to_typeid_ = {"__iter__": "Iterator"}
+
+    def _call(self, name: str, *args: Any) -> Any:
+        return self._callmethod(name, args)
+
+    def __ior__(self, other: Any) -> SetProxy:
+        self._callmethod("update", (other,))
+        return self
+
+    def __iand__(self, other: Any) -> SetProxy:
+        self._callmethod("intersection_update", (other,))
+        return self
+
+    def __isub__(self, other: Any) -> SetProxy:
+        self._callmethod("difference_update", (other,))
+        return self
+
+    def __ixor__(self, other: Any) -> SetProxy:
+        self._callmethod("symmetric_difference_update", (other,))
+        return self
+
+
+def _forward(name: str) -> Any:
+    def method(self: Any, *args: Any) -> Any:
+        return self._callmethod(name, args)
+
+    method.__name__ = name
+    return method
+
+
+for _cls, _names in ((SetProxy, _SET_METHODS), (ListProxy, ("clear", "copy")),
+                     (DictProxy, ("fromkeys",))):
+    for _name in _names:
+        setattr(_cls, _name, _forward(_name))
+del _cls, _names, _name
+
+SyncManager.register("list", list, ListProxy)
+SyncManager.register("dict", dict, DictProxy)
+SyncManager.register("set", set, SetProxy)
 
 
 def Manager(*, ctx: Any = None) -> SyncManager:

@@ -27,6 +27,7 @@ kept).
 from __future__ import annotations
 
 import os
+import signal
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from multiprocessing import process as _mpprocess_module
@@ -325,6 +326,20 @@ class Process(_mpprocess_module.BaseProcess):
         if self._popen is None:
             raise ProcessError(f"cannot kill {self._name!r}: it was never started")
         self._popen.kill()
+
+    def interrupt(self) -> None:
+        """Send SIGINT (Python 3.14's ``Process.interrupt``, on every version): a Python child
+        with the default handler raises ``KeyboardInterrupt`` where it is, so its ``finally``
+        blocks and ``with`` exits run.  No-op if it already exited.  Raises
+        ClosedError/ProcessError."""
+        self._check_closed()
+        if self._popen is None:
+            raise ProcessError(f"cannot interrupt {self._name!r}: it was never started")
+        if self._popen.returncode is None and self._popen.poll() is None:
+            try:
+                os.kill(self._popen.pid, signal.SIGINT)
+            except ProcessLookupError:   # exited between the poll and the signal
+                pass
 
     def close(self) -> None:
         """Release the process's resources (sentinel fd); afterwards most uses raise ClosedError.
