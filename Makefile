@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # Re-install when the package definition or the C transport changes.
 DEPS   := pyproject.toml src/multitask/_core/_ringbuf.c
 
-.PHONY: demo test lint typecheck pytest bench bytecode clean install soak
+.PHONY: demo test lint typecheck pytest bench bytecode clean install soak cpython-suite
 
 $(VENV)/.installed-dev: $(DEPS)
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,16 @@ SOAK_SCALE   ?= long
 soak: $(VENV)/.installed-dev
 	PYTHONPATH=tests $(BIN)/python -m soak --scale $(SOAK_SCALE) \
 	    $(if $(SEED),--seed $(SEED),--minutes $(SOAK_MINUTES)) $(if $(SOAK_KIND),--kind $(SOAK_KIND))
+
+# CPython's own multiprocessing suite (test._test_multiprocessing of this interpreter), on the
+# stdlib and on multitask, for every start method; compared against tests/cpython/allowlist.txt.
+CPYTHON_METHODS ?= fork spawn forkserver
+cpython-suite: $(VENV)/.installed-dev
+	mkdir -p build
+	cd tests && for m in $(CPYTHON_METHODS); do for t in stdlib multitask; do \
+	    ../$(BIN)/python -m cpython --target $$t --method $$m --json ../build/cpython-$$t-$$m.json \
+	    2> ../build/cpython-$$t-$$m.log || exit 1; done; done
+	cd tests && ../$(BIN)/python -m cpython.compare ../build/cpython-*.json
 
 bench: $(VENV)/.installed-bench bytecode
 	$(BIN)/python benchmarks/run.py

@@ -457,3 +457,25 @@ def test_workers_have_names_and_know_their_parent(ctx, start_method):
     names = {s[0] for s in seen}
     assert names <= {f"{prefix}PoolWorker-1", f"{prefix}PoolWorker-2"} and names
     assert all(s[1:] == (True, True, os.getpid(), True) for s in seen)
+
+
+def test_dropped_running_pool_warns(ctx):
+    """As the stdlib's: a pool garbage-collected while running says so (and is terminated)."""
+    import gc
+    import warnings
+
+    pool = ctx.Pool(1)
+    assert pool.apply(sq, (3,)) == 9
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        del pool
+        gc.collect()
+    assert any(issubclass(w.category, ResourceWarning)
+               and "unclosed running multiprocessing pool" in str(w.message) for w in caught)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        with ctx.Pool(1) as closed:
+            closed.apply(sq, (2,))
+        del closed
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]

@@ -29,6 +29,9 @@ from typing import Any
 
 __all__ = ["Client", "Connection", "Listener", "Pipe", "wait"]
 
+#: The address families this platform supports (the stdlib's list: "AF_INET", "AF_UNIX"...).
+families = _mpc.families  # type: ignore[attr-defined]
+
 
 class Connection(_mpc.Connection):
     """One end of a :func:`Pipe`.  See the module docstring for the differences."""

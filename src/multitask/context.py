@@ -19,6 +19,7 @@ Differences from the stdlib:
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from multiprocessing import reduction as _reduction
@@ -210,13 +211,15 @@ class Context:
         from . import connection as _conn  # noqa: F401
 
     @staticmethod
-    def set_executable(executable: str) -> None:
-        """Python interpreter used by ``spawn``/``forkserver`` children."""
-        if not isinstance(executable, str):
-            raise TypeError(f"executable must be a path string, not {type(executable).__name__}")
+    def set_executable(executable: str | bytes | os.PathLike[str]) -> None:
+        """Python interpreter used by ``spawn``/``forkserver`` children (a path: str, bytes or
+        path-like, as in the stdlib)."""
+        if not isinstance(executable, str | bytes | os.PathLike):
+            raise TypeError(f"executable must be a path (str, bytes or os.PathLike), not "
+                            f"{type(executable).__name__}")
         from multiprocessing.spawn import set_executable
 
-        set_executable(executable)
+        set_executable(os.fsdecode(executable))
 
     @staticmethod
     def set_forkserver_preload(module_names: Sequence[str]) -> None:

@@ -125,11 +125,20 @@ class SyncManager(_mpm_module.SyncManager):
     def _finalize_manager(process: Any, address: Any, authkey: Any, state: Any, _Client: Any,
                           shutdown_timeout: float) -> None:
         # The stdlib keeps the stopped server's Process (and its sentinel pipes) until the
-        # manager object is collected; release them as soon as the server is gone.
+        # manager object is collected; release them as soon as the server is gone (join()
+        # after that is a no-op: see join).
         _mpm_module.SyncManager._finalize_manager(  # type: ignore[attr-defined]
             process, address, authkey, state, _Client, shutdown_timeout)
         if not process.is_alive():
             process.close()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the server process to exit; at once if it has (also after shutdown, which
+        released it: the stdlib joins a stopped server again there -- CPython's tests do)."""
+        process = getattr(self, "_process", None)
+        if process is not None and getattr(process, "_closed", False):
+            return
+        super().join(timeout)
 
     # -- proxies with argument checks (the server would otherwise fail later, remotely) ---
 

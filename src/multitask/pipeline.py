@@ -88,9 +88,9 @@ import cloudpickle
 from ._core._errors import (
     ClosedError,
     RemoteError,
-    RemoteTraceback,
     SerializationError,
     WorkerDiedError,
+    remote_traceback,
 )
 
 __all__ = ["ItemError", "Pipeline", "StageStatistics"]
@@ -244,7 +244,7 @@ def _unpack_exception(info: _ExcInfo) -> tuple[BaseException, str]:
             exc = None
     if not isinstance(exc, BaseException):
         exc = RemoteError(f"{type_name}: {text}", type_name=type_name, remote_traceback=tb)
-    exc.__cause__ = RemoteTraceback(tb)
+    exc.__cause__ = remote_traceback(tb)
     return exc, tb
 
 
@@ -310,7 +310,7 @@ def _thread_worker(fn: Callable[[Any], Any], in_q: queue.Queue[Any], out_q: queu
             except BaseException as exc:
                 tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
                 if exc.__cause__ is None:
-                    exc.__cause__ = RemoteTraceback(tb)
+                    exc.__cause__ = remote_traceback(tb)
                 out.append((seq, False, item, exc, tb))
             if stop.is_set():
                 return

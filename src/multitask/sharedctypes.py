@@ -171,9 +171,15 @@ def _lock_for(lock: Any, ctx: Any) -> Any:
             ctx = _default_context.get_context()
         return ctx.RLock()
     if not (hasattr(lock, "acquire") and hasattr(lock, "release")):
-        raise TypeError(f"lock must be True, False or a lock object (with acquire/release), "
-                        f"not {lock!r}")
+        raise NotALockError(f"lock must be True, False or a lock object (with "
+                            f"acquire/release), not {lock!r}")
     return lock
+
+
+class NotALockError(TypeError, AttributeError):
+    """``lock=`` is neither a bool nor a lock.  A TypeError (the clear error), and also the
+    AttributeError the stdlib raises there (``'str' object has no attribute 'acquire'``), so
+    code written for either catches it."""
 
 
 def Value(typecode_or_type: Any, *args: Any, lock: Any = True, ctx: Any = None) -> Any:

@@ -38,7 +38,7 @@ __all__ = [
     "MultitaskError",
     "ProcessError",
     "RemoteError",
-    "RemoteTraceback",
+    "remote_traceback",
     "SerializationError",
     "TaskTimeoutError",
     "TimeoutError",
@@ -177,15 +177,24 @@ class WorkerDiedError(ProcessError):
             "task": self.task, "rss_peak": self.rss_peak, "worker": self.worker}))
 
 
-class RemoteTraceback(Exception):
-    """Holds a worker's formatted traceback; attached as ``__cause__`` of a re-raised error."""
+def remote_traceback(tb: str) -> BaseException:
+    """A worker's formatted traceback as an exception, attached as ``__cause__`` of the error
+    re-raised in the parent: the stdlib's ``multiprocessing.pool.RemoteTraceback`` itself
+    (``.tb``; ``str()`` is the text), so code -- and CPython's own test suite -- that checks
+    ``type(exc.__cause__) is multiprocessing.pool.RemoteTraceback`` works unchanged.  Imported on
+    the first failure (~11 ms of modules a pool that never fails should not load).
+    ``multitask._core._errors.RemoteTraceback`` names the same class."""
+    from multiprocessing.pool import RemoteTraceback as cls  # type: ignore[attr-defined]
 
-    def __init__(self, tb: str) -> None:
-        super().__init__(tb)
-        self.tb = tb
+    return cls(tb)
 
-    def __str__(self) -> str:
-        return "\n\n" + self.tb
+
+def __getattr__(name: str) -> object:
+    if name == "RemoteTraceback":   # the stdlib's class, loaded on first use (see above)
+        from multiprocessing.pool import RemoteTraceback  # type: ignore[attr-defined]
+
+        return RemoteTraceback
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class RemoteError(MultitaskError):

@@ -66,12 +66,15 @@ def _forget() -> None:
     fd = _state.pop("fd", None)
     if fd is None:
         return
-    _state.pop("pid", None)
+    owner = _state.pop("pid", None)
     import faulthandler
 
     faulthandler.unregister(SIGNAL)
+    # Only if that fd is still our FIFO: the program may have closed it (CPython's test suite
+    # closes fds) and the number may now be one of its pipes, which the child needs.
     try:
-        os.close(fd)
+        if f"/tmp/{_MARK}{owner}-" in os.readlink(f"/proc/self/fd/{fd}"):
+            os.close(fd)
     except OSError:
         pass
 

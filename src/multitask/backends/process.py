@@ -62,11 +62,11 @@ from .._core._errors import (
     ClosedError,
     ProcessError,
     RemoteError,
-    RemoteTraceback,
     SerializationError,
     TaskTimeoutError,
     WorkerDiedError,
     death_cause,
+    remote_traceback,
     signal_of,
 )
 from .._core._ring import Ring, new_group
@@ -972,13 +972,13 @@ class ProcessBackend(Backend):
                 f"was stopped and replaced" + ("; its stack then is attached" if stack else ""),
                 timeout=limit, pid=pid)
             if stack:
-                exc.__cause__ = RemoteTraceback(
+                exc.__cause__ = remote_traceback(
                     f"the worker's stack when its task_timeout ran out:\n{stack}")
             return exc
         exc = WorkerDiedError(pid=pid, exitcode=exitcode, cause=cause, task=what,
                               rss_peak=rss or None, worker=idx)
         if crash:
-            exc.__cause__ = RemoteTraceback(crash.removeprefix(EXCEPTION_MARK))
+            exc.__cause__ = remote_traceback(crash.removeprefix(EXCEPTION_MARK))
         return exc
 
     def _on_initializer_failed(self, body: memoryview) -> None:
@@ -1499,13 +1499,13 @@ def _remote_exception(body: Any, unserializable: bool = False) -> BaseException:
     if unserializable:
         # The task succeeded but its result could not be pickled in the worker.
         wrapped = SerializationError(text)
-        wrapped.__cause__ = exc if isinstance(exc, BaseException) else RemoteTraceback(tb)
+        wrapped.__cause__ = exc if isinstance(exc, BaseException) else remote_traceback(tb)
         if isinstance(exc, BaseException):
-            exc.__cause__ = RemoteTraceback(tb)
+            exc.__cause__ = remote_traceback(tb)
         return wrapped
     if not isinstance(exc, BaseException):
         exc = RemoteError(f"{tname}: {text}{note}", type_name=tname, remote_traceback=tb)
-    exc.__cause__ = RemoteTraceback(tb)
+    exc.__cause__ = remote_traceback(tb)
     return exc
 
 

@@ -103,10 +103,10 @@ from .._core._errors import (
     ClosedError,
     ProcessError,
     RemoteError,
-    RemoteTraceback,
     SerializationError,
     TaskTimeoutError,
     WorkerDiedError,
+    remote_traceback,
 )
 from ..pool._jobs import MODE_CALL, MODE_MAP, Job, Redo, Task
 from ..pool._results import logger
@@ -266,7 +266,7 @@ def _remote_exception(info: bytes) -> BaseException:
         note = " (the exception could not be pickled in the actor)"
     if not isinstance(exc, BaseException):
         exc = RemoteError(f"{tname}: {text}{note}", type_name=tname, remote_traceback=tb)
-    exc.__cause__ = RemoteTraceback(tb)
+    exc.__cause__ = remote_traceback(tb)
     return exc
 
 
@@ -622,7 +622,7 @@ class RayBackend(Backend):
             err = SerializationError(
                 f"Ray could not serialize the arguments or the result of "
                 f"{call.task.job.function_name}: {exc.cause!r}")
-            err.__cause__ = RemoteTraceback(getattr(exc, "traceback_str", "") or str(exc))
+            err.__cause__ = remote_traceback(getattr(exc, "traceback_str", "") or str(exc))
             outcome = ("error", err)
         except BaseException as exc:   # ObjectLostError, OutOfMemoryError...: fail the task
             outcome = ("error", exc)

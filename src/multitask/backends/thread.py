@@ -52,7 +52,7 @@ import time
 import traceback
 from typing import Any
 
-from .._core._errors import ClosedError, ProcessError, RemoteTraceback, TaskTimeoutError
+from .._core._errors import ClosedError, ProcessError, TaskTimeoutError, remote_traceback
 from ..pool._jobs import MODE_CALL, MODE_MAP, Job, Task
 from ..pool._results import logger
 from ..pool._stats import TaskInfo, WorkerStatistics
@@ -236,7 +236,7 @@ class ThreadBackend(Backend):
         self._launch_locked(fresh)
 
     def _initializer_failed(self, slot: _Slot, exc: BaseException) -> None:
-        exc.__cause__ = RemoteTraceback(_format(exc))
+        exc.__cause__ = remote_traceback(_format(exc))
         err = ProcessError(f"the pool's initializer failed in a worker thread: "
                            f"{type(exc).__name__}: {exc}")
         err.__cause__ = exc
@@ -288,7 +288,7 @@ class ThreadBackend(Backend):
                     f"discarded) and replaced; its stack then is attached", timeout=limit,
                     pid=os.getpid())
                 if stack:
-                    exc.__cause__ = RemoteTraceback(
+                    exc.__cause__ = remote_traceback(
                         f"the worker thread's stack when its task_timeout ran out:\n{stack}")
                 task.job.task_done(task, False, exc, slot.started, now, slot.idx, os.getpid())
             if expired:
@@ -395,7 +395,7 @@ def _run(task: Task) -> tuple[bool, Any]:
     except BaseException as exc:
         # Same shape as the process backend: the worker-side traceback as __cause__ (the
         # original chain is kept in that text).
-        exc.__cause__ = RemoteTraceback(_format(exc))
+        exc.__cause__ = remote_traceback(_format(exc))
         return False, exc
 
 

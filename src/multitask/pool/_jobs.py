@@ -338,6 +338,19 @@ class MapJob(Job):
     def _deliver(self, task: Task, ok: bool, value: Any) -> bool:
         return bool(self.result._deliver(task.start, ok, value, task.n))
 
+    def iterable_failed(self, exc: BaseException, total: int) -> bool:
+        """The input iterator raised after yielding ``total`` items.  ``map``: the call fails
+        with ``exc``.  ``imap``: as in the stdlib, the results of the complete chunks before the
+        failure are delivered, then ``exc`` is raised at the start of the chunk it fell in (with
+        ``chunksize=c``, position ``total - total % c``: the stdlib never forms that chunk), and
+        the iteration ends there.  True if the items read so far are to be run."""
+        if not hasattr(self.result, "_set_length"):   # MapResult: fails as a whole
+            self.fail_all(exc)
+            return False
+        at = total - total % self.chunksize if self.chunksize else total
+        self.result._stop(at, exc)   # after the first `at` items; later results are dropped
+        return True
+
     def _fail(self, exc: BaseException) -> None:
         if not hasattr(self.result, "_set_length"):  # MapResult: fails as a whole
             self.result._set(False, exc)
@@ -421,13 +434,13 @@ class _Feeder:
                 self.job.pool._count_submitted(1)
                 if starving:
                     self.job.pool._wake_backend()
-        except BaseException as exc:  # the user's iterator raised: fail the job with it
+        except BaseException as exc:  # the user's iterator raised (see MapJob.iterable_failed)
             self.error = exc
-            self.job.fail_all(exc)
-            return
         finally:
             with self._cond:
                 self.finished = True
+        if self.error is not None and not self.job.iterable_failed(self.error, self.total):
+            return
         self.job.feeder_finished(self.total)
         self.job.pool._wake_backend()
 

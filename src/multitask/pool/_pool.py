@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import itertools
 import os
+import sys
 import threading
 import time
 import weakref
@@ -185,7 +186,7 @@ class Pool:
 
         self._processes = processes
         self.name = name or f"Pool-{next(_pool_numbers)}"
-        self._state = "running"
+        self._state_box = ["running"]   # shared with the finalizer (see _finalize_pool)
         self._created = time.time()
         self._counts_lock = threading.Lock()
         self._submitted = 0
@@ -207,9 +208,19 @@ class Pool:
         # Blocked callers read results themselves where the backend allows it (see lead()).
         self._lead = self._backend.lead
         self._kick = self._backend.kick
-        # A pool dropped or left running at exit is terminated, never left with live workers.
-        self._finalizer = weakref.finalize(self, self._backend.terminate)
+        # A pool dropped or left running at exit is terminated, never left with live workers;
+        # dropped while running, it also says so, as the stdlib's does (ResourceWarning).
+        self._finalizer = weakref.finalize(self, _finalize_pool, self._backend, self.name,
+                                           self._state_box)
         _registry_register(self, self._backend.starts_registry_hand_over)
+
+    @property
+    def _state(self) -> str:
+        return self._state_box[0]
+
+    @_state.setter
+    def _state(self, value: str) -> None:
+        self._state_box[0] = value
 
     # -- the stdlib API ---------------------------------------------------------------------
     def apply(self, func: Callable[..., T], args: Iterable[Any] = (),
@@ -498,6 +509,17 @@ class Pool:
         for result in list(self._unretrieved):
             result._report_unretrieved(when)
         self._unretrieved.clear()
+
+
+def _finalize_pool(backend: Backend, name: str, state: list[str]) -> None:
+    """The pool object is gone (or the interpreter exits): terminate its workers."""
+    if state[0] == "running" and not sys.is_finalizing():
+        import warnings
+
+        # the stdlib's wording, which programs and CPython's tests filter on
+        warnings.warn(f"unclosed running multiprocessing pool {name!r} (multitask)",
+                      ResourceWarning, stacklevel=2)
+    backend.terminate()
 
 
 def _describe(func: Any) -> str:

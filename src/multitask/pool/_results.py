@@ -308,6 +308,7 @@ class IMapIterator(Iterator[T]):
         self._yielded = 0                   # items yielded or skipped (failed chunks)
         self._pool_ref = pool_ref
         self._unretrieved: list[BaseException] = []
+        self._stop_at: int | None = None   # the input iterable failed here (see _stop)
         # next()'s held-back regions need multitask's SIGINT handler in place; lead() installs
         # it, but a consumer that never has to wait never leads (a Ctrl-C would then drop a
         # chunk popped off _ready).  A no-op outside the main thread.
@@ -316,14 +317,26 @@ class IMapIterator(Iterator[T]):
 
     def _set_length(self, n: int) -> None:
         with self._lock:
-            self._length = n
+            self._length = n if self._stop_at is None else min(n, self._stop_at)
             self._cond.notify_all()
         self._kick()
+
+    def _stop(self, at: int, exc: BaseException) -> None:
+        """The input iterable raised: ``exc`` is raised after the results of positions
+        ``0..at-1`` and iteration ends there; results for later positions are dropped (ordered:
+        as the stdlib's imap, which never forms the chunk the failure fell in)."""
+        with self._lock:
+            self._stop_at = at
+            if self._length is not None:
+                self._length = min(self._length, at)
+        self._deliver(at, False, exc, 0)
 
     def _deliver(self, start: int, ok: bool, values: Any, n: int) -> bool:
         tb = None if ok else values.__traceback__
         with self._lock:
             if self._ordered:
+                if self._stop_at is not None and start >= self._stop_at and n:
+                    return True   # past the iterable's failure (see _stop)
                 self._by_start[start] = (ok, values, n, tb)
                 while self._next_start in self._by_start:
                     item = self._by_start.pop(self._next_start)
