@@ -9,36 +9,12 @@ when the interpreter has no ``test`` package.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
+import os
 import sys
 import time
-import types
 import unittest
-
-
-def bind_multitask(T: types.ModuleType) -> None:
-    """Point the suite's process- and manager-type mixins at multitask's objects."""
-    import multitask
-    import multitask.connection
-
-    for name, value in vars(T.ProcessesMixin).items():
-        if name.startswith("_") or name == "TYPE":
-            continue
-        ours = getattr(multitask, name, None)
-        if ours is None:
-            continue
-        if isinstance(value, staticmethod):
-            setattr(T.ProcessesMixin, name, staticmethod(ours))
-        elif isinstance(value, (type, types.ModuleType)):
-            setattr(T.ProcessesMixin, name, ours)
-    T.ProcessesMixin.connection = multitask.connection
-    T.ManagerMixin.Process = multitask.Process
-
-    def setUpClass(cls):
-        T.BaseMixin.setUpClass.__func__(cls)
-        cls.manager = multitask.Manager()
-
-    T.ManagerMixin.setUpClass = classmethod(setUpClass)
 
 
 class _Recorder(unittest.TextTestResult):
@@ -79,25 +55,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-k", dest="pattern", default=None, help="only tests whose id contains it")
     args = ap.parse_args(argv)
     try:
-        import test._test_multiprocessing as T
+        import test._test_multiprocessing
     except ImportError as exc:
         print(f"this interpreter has no test package ({exc}); install python3-test or use a "
               "python.org/pyenv build", file=sys.stderr)
         return 2
+    os.environ["MT_CPYTHON_TARGET"] = args.target   # children (spawn) build the same module
+    os.environ["MT_CPYTHON_METHOD"] = args.method
+    os.environ["MT_CPYTHON_TYPES"] = args.types
+    import importlib
+
+    module = importlib.import_module("cpython.suite")
+    waits = []
     if args.target == "multitask":
-        bind_multitask(T)
-    module = types.ModuleType("cpython_suite")
-    sys.modules["cpython_suite"] = module
-    wanted = set(args.types.split(","))
-    for type_ in wanted:
-        T.install_tests_in_module_dict(vars(module), args.method, only_type=type_)
-    # the module-level tests (not per type) once
-    T.install_tests_in_module_dict(vars(module), args.method, exclude_types=True)
+        from .compare import load_allowlist
+
+        waits = [p for p, reason in load_allowlist() if reason.startswith("[waits]")]
     loader = unittest.TestLoader()
     suite = unittest.TestSuite()
     for _name, obj in sorted(vars(module).items()):
         if isinstance(obj, type) and issubclass(obj, unittest.TestCase):
             for test in loader.loadTestsFromTestCase(obj):
+                if any(fnmatch.fnmatchcase(test.id(), p) for p in waits):
+                    continue   # see allowlist.txt: "[waits]"
                 if args.pattern is None or args.pattern in test.id():
                     suite.addTest(test)
     module.setUpModule()

@@ -1,0 +1,50 @@
+"""The test classes of CPython's multiprocessing suite, built for one target and start method.
+
+A real module (spawned and forkserver children import it to unpickle the tests' methods), which
+builds itself from ``MT_CPYTHON_TARGET`` (``stdlib`` or ``multitask``), ``MT_CPYTHON_METHOD``
+and ``MT_CPYTHON_TYPES`` (set by ``python -m cpython``; children inherit them), binding the
+mixins to multitask first when asked.
+"""
+
+from __future__ import annotations
+
+import os
+import types
+
+import test._test_multiprocessing as T
+
+TARGET = os.environ.get("MT_CPYTHON_TARGET", "stdlib")
+METHOD = os.environ.get("MT_CPYTHON_METHOD", "fork")
+TYPES = os.environ.get("MT_CPYTHON_TYPES", "processes,manager").split(",")
+
+
+def bind_multitask() -> None:
+    """Point the suite's process- and manager-type mixins at multitask's objects."""
+    import multitask
+    import multitask.connection
+
+    for name, value in list(vars(T.ProcessesMixin).items()):
+        if name.startswith("_") or name == "TYPE":
+            continue
+        ours = getattr(multitask, name, None)
+        if ours is None:
+            continue
+        if isinstance(value, staticmethod):
+            setattr(T.ProcessesMixin, name, staticmethod(ours))
+        elif isinstance(value, (type, types.ModuleType)):
+            setattr(T.ProcessesMixin, name, ours)
+    T.ProcessesMixin.connection = multitask.connection
+    T.ManagerMixin.Process = multitask.Process
+
+    def set_up_class(cls: type) -> None:
+        T.BaseMixin.setUpClass.__func__(cls)
+        cls.manager = multitask.Manager()
+
+    T.ManagerMixin.setUpClass = classmethod(set_up_class)
+
+
+if TARGET == "multitask":
+    bind_multitask()
+for _type in TYPES:
+    T.install_tests_in_module_dict(globals(), METHOD, only_type=_type)
+T.install_tests_in_module_dict(globals(), METHOD, exclude_types=True)
