@@ -573,6 +573,8 @@ def test_maxtasksperchild_jitter_spreads_restarts(ctx):
     with pytest.raises(ValueError):
         ctx.Pool(1, maxtasksperchild=10, maxtasksperchild_jitter=1.5)
     with ctx.Pool(2, maxtasksperchild=20, maxtasksperchild_jitter=0.5) as pool:
-        quotas = {w.quota for w in pool._backend._workers}
-        assert all(10 <= q <= 20 for q in quotas)
+        draws = [pool._backend.new_quota() for _ in range(200)]
+        assert all(10 <= q <= 20 for q in draws) and min(draws) < 20   # spread, bounded
         assert pool.map(sq, range(300), chunksize=1) == [x * x for x in range(300)]
+    with ctx.Pool(1, maxtasksperchild=20) as pool:
+        assert {pool._backend.new_quota() for _ in range(50)} == {20}   # no jitter asked

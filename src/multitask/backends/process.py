@@ -533,24 +533,22 @@ class ProcessBackend(Backend):
         never blocks on a worker's ring.  ``send_lock`` is held only across that non-blocking
         put, so a thread waiting for it waits for a bounded memcpy, never for a worker.
         """
+        # No _lock here: dispatchers append to the deque's right end under _lock, and only
+        # the holder of send_lock takes from its left end (deque's append, popleft and
+        # extendleft are atomic), so the order holds without a second _lock round per send.
+        backlog = w.backlog
         with w.send_lock:
-            while True:
-                with self._lock:
-                    if not w.backlog:
-                        return
-                    if w.state == "dead":   # its death re-queued or failed these tasks
-                        w.backlog.clear()
-                        return
-                    msgs = list(w.backlog)
-                    w.backlog.clear()
+            while backlog:
+                msgs = []
+                while backlog:
+                    msgs.append(backlog.popleft())
                 try:
                     n = w.ring.put_many(msgs, 0)
                 except ClosedError:
                     return   # the worker died meanwhile; its death settles these tasks
                 if n < len(msgs):
-                    with self._lock:
-                        # ahead of anything appended meanwhile (that came later in inflight)
-                        w.backlog.extendleft(reversed(msgs[n:]))
+                    # ahead of anything appended meanwhile (that came later in inflight)
+                    backlog.extendleft(reversed(msgs[n:]))
                     return
 
     def _function_locked(self, fn: Any, w: _Worker) -> tuple[int, list[bytes]]:

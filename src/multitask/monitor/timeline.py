@@ -225,13 +225,16 @@ def render_timeline(records: Sequence[TaskRecord], path: str | os.PathLike[str],
     """
     records = list(records)
     _check(records)
-    page = _page(records, title)
-    out = Path(path)
+    return _write_atomically(Path(path), _page(records, title))
+
+
+def _write_atomically(out: Path, text: str) -> Path:
+    """Write ``text`` to a temporary name beside ``out`` and rename it into place."""
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp",
                                dir=str(out.parent) if str(out.parent) else ".")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(page)
+            f.write(text)
         os.chmod(tmp, 0o644)  # mkstemp makes it 0600; it is a report meant to be shared
         os.replace(tmp, out)
     except BaseException:
@@ -505,21 +508,8 @@ def write_chrome_trace(records: Sequence[TaskRecord], path: str | os.PathLike[st
                 events.append({"ph": "X", "cat": cat if r.ok else cat + ",failed",
                                "name": name, "pid": 1, "tid": r.worker + 1, "ts": us(start),
                                "dur": round(dur * 1e6, 3), "args": args})
-    out = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp",
-                               dir=str(out.parent) if str(out.parent) else ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"traceEvents": events, "displayTimeUnit": "ms"}, f)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return out
+    return _write_atomically(Path(path),
+                             json.dumps({"traceEvents": events, "displayTimeUnit": "ms"}))
 
 
 def _worker_table(by_worker: dict[int, list[TaskRecord]], busy: dict[int, float],
