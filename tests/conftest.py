@@ -18,7 +18,8 @@ import pytest
 START_METHODS = ["fork", "spawn", "forkserver"]
 
 # stdlib singletons that live for the whole session, started on first use by whichever test
-_SESSION_HELPERS = ("resource_tracker", "forkserver", "semaphore_tracker")
+_SESSION_HELPERS = ("resource_tracker", "forkserver", "semaphore_tracker",
+                    "multitask/_core/_shm.py")   # the shared-memory reaper (one per family)
 
 
 def _is_session_helper(proc: psutil.Process) -> bool:
@@ -105,9 +106,11 @@ def _is_helper_fd(fd: int) -> bool:
     rt = getattr(resource_tracker._resource_tracker, "_fd", None)
     fs = forkserver._forkserver
     fs_fds = {getattr(fs, "_forkserver_alive_fd", None)}
-    from multitask._core import _stacks  # the stack-dump FIFO: one per process, for good
+    # the stack-dump FIFO (one per process, for good); the shared-memory reaper's pipe (one per
+    # family of processes)
+    from multitask._core import _shm, _stacks
 
-    return fd == rt or fd in fs_fds or fd == _stacks._state.get("fd")
+    return fd == rt or fd in fs_fds or fd == _stacks._state.get("fd") or fd == _shm._wfd
 
 
 def _describe_fds(fds: set[int]) -> list[tuple[int, str]]:

@@ -116,17 +116,3 @@ def test_thread_pool_and_dummy_pool_are_multitask_thread_pools():
     with DummyPool(2) as dp:
         assert isinstance(dp, ThreadPool)
         assert dp.apply(abs, (-3,)) == 3
-
-
-def test_shared_memory_track_false_on_every_version():
-    from multitask.shared_memory import SharedMemory
-
-    a = SharedMemory(create=True, size=64, track=False)
-    try:
-        a.buf[:3] = b"abc"
-        b = SharedMemory(a.name, track=False)
-        assert bytes(b.buf[:3]) == b"abc"
-        b.close()
-    finally:
-        a.close()
-        a.unlink()

@@ -1,60 +1,137 @@
 """Named shared memory between processes: ``SharedMemory`` and ``ShareableList``.
 
-The stdlib's :mod:`multiprocessing.shared_memory`, with ``track=`` (added in Python 3.13)
-accepted on every version: ``SharedMemory(name, create=False, size=0, *, track=True)``.  With
-``track=False`` the segment is not registered with the stdlib's resource tracker, so the tracker
-neither unlinks it when this process exits -- the stdlib's lifetime bug for segments that other,
-unrelated processes still use (CPython gh-82300) -- nor warns about it as "leaked" (gh-116849);
-the program then owns the segment's lifetime and must call :meth:`SharedMemory.unlink` exactly
-once.  ``track=True`` (the default) is the stdlib's behaviour.
+The stdlib's :mod:`multiprocessing.shared_memory`, without its lifetime bugs, on every version:
 
-For arrays sent to a Pool's workers, prefer :func:`multitask.shared_array`, whose segments are
-released when the last process using them lets go (reference-counted, also after crashes).
+* **Unlinked when its last user is gone, never while one has it open.**  The stdlib's resource
+  tracker unlinks a segment when the process that created *or attached* it (3.8-3.12) exits,
+  while other processes still use it, and warns that it "leaked" (CPython gh-82300,
+  gh-116849).  Here a segment is unlinked once every process that used it has exited -- normally
+  or by a crash, SIGKILL included -- and none still has it open; between related processes or
+  unrelated ones attaching by name.  No "leaked shared_memory" warning is printed.  The protocol
+  (kernel flocks counting the users, a small reaper process per family) is in
+  :mod:`multitask._core._shm`.
+* ``close()`` and ``unlink()`` mean what they mean in the stdlib: ``close()`` drops this handle
+  (the segment lives on: a process may create one, hand its name on and close it), ``unlink()``
+  removes the name at once.  Calling ``unlink()`` as the stdlib's documentation asks stays
+  correct; it is only no longer needed after a crash.
+* ``track=`` (3.13) on every version: ``track=False`` keeps the segment out of the automatic
+  clean-up entirely -- the program must ``unlink()`` it -- while the handle still counts as a user,
+  so no other process's clean-up removes it while it is open.
+
+Differences from the stdlib: segments live in ``/dev/shm`` (Linux); a process attached through
+the stdlib's own class is not counted as a user; the first segment a process uses starts its
+reaper (~10 ms, like the stdlib's tracker).  For arrays sent to a Pool's workers,
+:func:`multitask.shared_array` is simpler still (anonymous memory, no name to manage).
 """
 
 from __future__ import annotations
 
-import sys
+import mmap
+import os
+import secrets
+from multiprocessing import resource_tracker as _tracker
 from multiprocessing import shared_memory as _std
 from typing import Any
 
+from multitask._core import _shm
+
 __all__ = ["ShareableList", "SharedMemory"]
 
-ShareableList = _std.ShareableList
 
-if sys.version_info >= (3, 13):
-    SharedMemory = _std.SharedMemory
-else:
-    class SharedMemory(_std.SharedMemory):
-        """:class:`multiprocessing.shared_memory.SharedMemory` with 3.13's ``track=``."""
+class SharedMemory(_std.SharedMemory):
+    """:class:`multiprocessing.shared_memory.SharedMemory`, reference-counted across processes.
 
-        def __init__(self, name: str | None = None, create: bool = False, size: int = 0, *,
-                     track: bool = True) -> None:
-            if not isinstance(track, bool):
-                raise TypeError(f"track must be a bool, not {type(track).__name__}")
-            super().__init__(name, create, size)
-            self._track = track
-            if not track:
-                # The stdlib registers every segment it creates *or attaches* (3.8-3.12); take
-                # it back at once, so the tracker never unlinks or reports it.
-                from multiprocessing import resource_tracker
+    ``SharedMemory(name=None, create=False, size=0, *, track=True)``.  Raises ``ValueError`` for a
+    bad size or a missing name (as the stdlib), ``FileExistsError`` when creating a name that
+    exists, ``FileNotFoundError`` when attaching to one that does not, ``OSError`` for a name the
+    system rejects.  Never blocks, except for the moment a reaper examines the segment.
+    """
 
-                resource_tracker.unregister(self._name, "shared_memory")  # type: ignore[attr-defined]
+    _key: _shm.Key | None = None     # set when the reaper was told about this handle
+    _counted = False                 # this handle is open and counted in _shm's registry
 
-        def unlink(self) -> None:
-            """Remove the segment's name (once, by one process); the memory lives on while any
-            process still has it mapped."""
-            if getattr(self, "_track", True):
-                super().unlink()
-                return
-            import _posixshmem
+    def __init__(self, name: str | None = None, create: bool = False, size: int = 0, *,
+                 track: bool = True) -> None:
+        if not isinstance(track, bool):
+            raise TypeError(f"track must be a bool, not {type(track).__name__}")
+        if not isinstance(size, int) or not size >= 0:
+            raise ValueError("'size' must be a positive integer")
+        if create and size == 0:
+            raise ValueError("'size' must be a positive number different from zero")
+        if name is None and not create:
+            raise ValueError("'name' can only be None if create=True")
+        self._track = track
+        if create:
+            self._flags = os.O_CREAT | os.O_EXCL | os.O_RDWR
+            while True:
+                bare = f"psm_{secrets.token_hex(4)}" if name is None else name
+                try:
+                    fd = _shm.create(bare, size, 0o600)
+                except FileExistsError:
+                    if name is None:
+                        continue   # a random name taken: draw another (as the stdlib)
+                    raise
+                break
+        else:
+            bare = name   # type: ignore[assignment]
+            fd = _shm.attach(bare)
+        self._fd = fd
+        self._name = "/" + bare.lstrip("/")
+        try:
+            self._size = size = os.fstat(fd).st_size
+            self._mmap = mmap.mmap(fd, size)
+            if track:
+                self._key = _shm.register(self._name, fd)
+                self._counted = True
+        except BaseException:
+            if create:
+                self._remove_name()
+            self.close()
+            raise
+        self._buf = memoryview(self._mmap)
 
-            _posixshmem.shm_unlink(self._name)  # type: ignore[attr-defined]
+    def close(self) -> None:
+        """Drop this handle: its mapping (the ``buf`` views must be released first, as in the
+        stdlib: ``BufferError`` otherwise) and its descriptor, which stops this handle counting as
+        a user.  The segment itself lives on; it is reaped when no process uses it any more."""
+        super().close()
+        if self._counted:
+            self._counted = False
+            _shm.closed(self._key)  # type: ignore[arg-type]
 
-        def __reduce__(self) -> tuple[Any, ...]:
-            return (_attach, (self.name, getattr(self, "_track", True)))
+    def unlink(self) -> None:
+        """Remove the segment's name now (processes that have it mapped keep the memory), as
+        the stdlib's ``unlink()``.  Raises ``FileNotFoundError`` if the name is gone already."""
+        self._remove_name()
+        if self._key is not None:
+            _shm.forget(self._key)
+
+    def _remove_name(self) -> None:
+        os.unlink(_shm.shm_path(self._name))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_attach, (self.name, self._track))
 
 
-def _attach(name: str, track: bool) -> Any:
-    """Unpickling: attach to the segment, tracked as the sender's was."""
+def _attach(name: str, track: bool) -> SharedMemory:
+    """Unpickling: attach to the segment by name, tracked as the sender's was."""
     return SharedMemory(name, track=track)
+
+
+class ShareableList(_std.ShareableList):
+    """:class:`multiprocessing.shared_memory.ShareableList` stored in a multitask
+    :class:`SharedMemory` (``.shm``), so it has the same lifetime: reaped when its last user is
+    gone.  The list's layout is the stdlib's, so a stdlib process can read it by name.
+
+    The stdlib builds the list in its own segment class; the new list's segment is taken over at
+    once (attached as a multitask segment, the stdlib's handle closed and taken back from its
+    resource tracker).  Until then -- the constructor's few microseconds -- only a process that
+    guessed the name could attach to it and, by exiting, have it reaped.
+    """
+
+    def __init__(self, sequence: Any = None, *, name: str | None = None) -> None:
+        super().__init__(sequence, name=name)
+        std = self.shm
+        self.shm = SharedMemory(std.name)
+        std.close()
+        _tracker.unregister(std._name, "shared_memory")  # type: ignore[attr-defined]
