@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import mmap
 import os
-import secrets
 from multiprocessing import resource_tracker as _tracker
 from multiprocessing import shared_memory as _std
 from typing import Any
@@ -36,6 +35,11 @@ from typing import Any
 from multitask._core import _shm
 
 __all__ = ["ShareableList", "SharedMemory"]
+
+# The stdlib's naming of anonymous segments, used through its module (so code that patches
+# ``multiprocessing.shared_memory._make_filename``, as CPython's tests do, patches ours too).
+_SHM_NAME_PREFIX = _std._SHM_NAME_PREFIX
+_USE_POSIX = True
 
 
 class SharedMemory(_std.SharedMemory):
@@ -64,7 +68,7 @@ class SharedMemory(_std.SharedMemory):
         if create:
             self._flags = os.O_CREAT | os.O_EXCL | os.O_RDWR
             while True:
-                bare = f"psm_{secrets.token_hex(4)}" if name is None else name
+                bare = _std._make_filename() if name is None else name  # type: ignore[attr-defined]
                 try:
                     fd = _shm.create(bare, size, 0o600)
                 except FileExistsError:
@@ -74,7 +78,15 @@ class SharedMemory(_std.SharedMemory):
                 break
         else:
             bare = name   # type: ignore[assignment]
-            fd = _shm.attach(bare)
+            try:
+                fd = _shm.attach(bare)
+            except FileNotFoundError:
+                # A subclass whose ``_flags`` include O_CREAT attaches or creates (the stdlib
+                # honours its class's flags; CPython's tests rely on it).
+                if not self._flags & os.O_CREAT or not size:
+                    raise
+                fd = _shm.create(bare, size, 0o600)
+                create = True
         self._fd = fd
         self._name = "/" + bare.lstrip("/")
         try:

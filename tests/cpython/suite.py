@@ -22,6 +22,7 @@ def bind_multitask() -> None:
     """Point the suite's process- and manager-type mixins at multitask's objects."""
     import multitask
     import multitask.connection
+    import multitask.shared_memory
 
     for name, value in list(vars(T.ProcessesMixin).items()):
         if name.startswith("_") or name == "TYPE":
@@ -34,6 +35,8 @@ def bind_multitask() -> None:
         elif isinstance(value, (type, types.ModuleType)):
             setattr(T.ProcessesMixin, name, ours)
     T.ProcessesMixin.connection = multitask.connection
+    # The shared-memory tests use the module's global ``shared_memory``: multitask's twin.
+    T.shared_memory = multitask.shared_memory
     T.ManagerMixin.Process = multitask.Process
 
     def set_up_class(cls: type) -> None:
