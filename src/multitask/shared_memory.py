@@ -30,7 +30,7 @@ import mmap
 import os
 from multiprocessing import resource_tracker as _tracker
 from multiprocessing import shared_memory as _std
-from typing import Any
+from typing import Any, cast
 
 from multitask._core import _shm
 
@@ -38,7 +38,7 @@ __all__ = ["ShareableList", "SharedMemory"]
 
 # The stdlib's naming of anonymous segments, used through its module (so code that patches
 # ``multiprocessing.shared_memory._make_filename``, as CPython's tests do, patches ours too).
-_SHM_NAME_PREFIX = _std._SHM_NAME_PREFIX
+_SHM_NAME_PREFIX: str = _std._SHM_NAME_PREFIX  # type: ignore[attr-defined]
 _USE_POSIX = True
 
 
@@ -68,7 +68,7 @@ class SharedMemory(_std.SharedMemory):
         if create:
             self._flags = os.O_CREAT | os.O_EXCL | os.O_RDWR
             while True:
-                bare = _std._make_filename() if name is None else name  # type: ignore[attr-defined]
+                bare: str = _std._make_filename() if name is None else name  # type: ignore[attr-defined]
                 try:
                     fd = _shm.create(bare, size, 0o600)
                 except FileExistsError:
@@ -77,7 +77,7 @@ class SharedMemory(_std.SharedMemory):
                     raise
                 break
         else:
-            bare = name   # type: ignore[assignment]
+            bare = cast(str, name)   # not None: checked above
             try:
                 fd = _shm.attach(bare)
             except FileNotFoundError:
