@@ -102,3 +102,25 @@ def test_queue_and_pool_delegate_with_context(ctx):
     finally:
         q.close()
         q.join_thread()
+
+
+def _report_start_method(q):
+    q.put(multitask.get_start_method(allow_none=True))
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_a_child_inherits_its_parents_default_start_method(method):
+    """As the stdlib (whose spawn preparation data carries it): without this a spawned child's
+    own processes would start by multitask's default (fork) instead of the method chosen."""
+    saved = multitask.get_start_method(allow_none=True)
+    multitask.set_start_method(method, force=True)
+    try:
+        q = multitask.Queue()
+        p = multitask.Process(target=_report_start_method, args=(q,))
+        p.start()
+        assert q.get(timeout=60) == method
+        p.join(60)
+        assert p.exitcode == 0
+        q.close()
+    finally:
+        multitask.set_start_method(saved, force=True)

@@ -274,10 +274,14 @@ class Process(_mpprocess_module.BaseProcess):
                 _spawn.set_parent_death_signal(ppid, sentinel=parent_sentinel,
                                                method="sentinel")
         _spawn.apply_child_settings(self._nice, self._cpu_affinity)
-        if self._start_method is not None:
+        # The child's default start method is its parent's, as in the stdlib (whose spawn
+        # preparation data carries it); a forked child has inherited it already.
+        method = self._start_method or (None if self._launch_method == "fork"
+                                        else self._launch_method)
+        if method is not None:
             from . import context
 
-            context._force_start_method(self._start_method)
+            context._force_start_method(method)
 
     def join(self, timeout: float | None = None) -> None:
         """Block until the child exits or ``timeout`` seconds pass (``None``: no limit).

@@ -8,6 +8,7 @@ mixins to multitask first when asked.
 
 from __future__ import annotations
 
+import inspect
 import os
 import types
 
@@ -48,6 +49,27 @@ def bind_multitask() -> None:
 
 if TARGET == "multitask":
     bind_multitask()
-for _type in TYPES:
-    T.install_tests_in_module_dict(globals(), METHOD, only_type=_type)
-T.install_tests_in_module_dict(globals(), METHOD, exclude_types=True)
+if "only_type" in inspect.signature(T.install_tests_in_module_dict).parameters:
+    for _type in TYPES:
+        T.install_tests_in_module_dict(globals(), METHOD, only_type=_type)
+    T.install_tests_in_module_dict(globals(), METHOD, exclude_types=True)
+else:   # Python 3.10: it installs every type; drop the classes of the types not asked for
+    T.install_tests_in_module_dict(globals(), METHOD)
+    for _name, _obj in list(globals().items()):
+        if isinstance(_obj, type) and any(
+                issubclass(_obj, getattr(T, t.capitalize() + "Mixin"))
+                for t in {"processes", "threads", "manager"} - set(TYPES)):
+            del globals()[_name]
+
+if TARGET == "multitask":
+    _stdlib_set_up = globals()["setUpModule"]
+
+    def setUpModule() -> None:
+        """The suite's set-up sets the *stdlib's* start method; a program that changed its
+        import sets multitask's (``mp.set_start_method``), so the processes multitask starts
+        use the method under test, not multitask's default."""
+        import multitask
+
+        _stdlib_set_up()
+        multitask.set_start_method(METHOD, force=True)
+        multitask.set_forkserver_preload(T.PRELOAD)
