@@ -54,7 +54,8 @@ KINDS = ("fork", "spawn", "forkserver", "thread")
 BOUND = 60.0
 RUN_BOUND = 600.0     # seconds a whole run may take (watchdog)
 OVERRUN_TIMEOUT = 1.0  # the pool's task_timeout in runs that test it
-_HELPERS = ("resource_tracker", "forkserver", "semaphore_tracker")
+_HELPERS = ("resource_tracker", "forkserver", "semaphore_tracker",
+            "multitask/_core/_shm.py")   # the shared-memory reaper: one per family, for good
 
 
 @dataclasses.dataclass
@@ -511,9 +512,10 @@ def _is_helper_fd(fd: int) -> bool:
 
     rt = getattr(resource_tracker._resource_tracker, "_fd", None)
     fs = getattr(forkserver._forkserver, "_forkserver_alive_fd", None)
-    from multitask._core import _stacks  # the stack-dump FIFO: one per process, for good
+    # the stack-dump FIFO (one per process, for good); the shared-memory reaper's pipe
+    from multitask._core import _shm, _stacks
 
-    return fd in (rt, fs, _stacks._state.get("fd"))
+    return fd in (rt, fs, _stacks._state.get("fd"), _shm._wfd)
 
 
 def _children() -> list[psutil.Process]:
