@@ -452,3 +452,34 @@ def test_live_program_entry_not_deleted(reg, regdir):
     for _ in range(3):
         assert [e.pid for e in read_all()] == [os.getpid()]
     assert psutil.pid_exists(os.getpid())
+
+
+def test_an_older_snapshot_never_overwrites_a_newer_one(reg, regdir):
+    """Two publishes at once (the publisher thread's and an explicit one): the one that took
+    its snapshot first must not rename its file over the newer one (seen in CI: a process
+    registered just before publish() was missing from the entry)."""
+    reg.register_pool(FakePool())
+    real = reg.snapshot
+    taken, release = threading.Event(), threading.Event()
+
+    def snapshot():
+        snap = real()
+        if threading.current_thread().name == "stale-publish":
+            taken.set()
+            release.wait(10)
+        return snap
+
+    reg.snapshot = snapshot
+    stale = threading.Thread(target=reg.publish, name="stale-publish")
+    stale.start()
+    assert taken.wait(10)
+    child = FakeProc(os.getpid(), "Process-9")
+    reg.register_process(child)
+    fresh = threading.Thread(target=reg.publish)
+    fresh.start()
+    fresh.join(0.5)          # without ordering, the fresh entry is written now...
+    release.set()            # ...and the stale one renamed over it here
+    stale.join(10)
+    fresh.join(10)
+    (e,) = read_all()
+    assert [p.name for p in e.processes] == ["Process-9"]

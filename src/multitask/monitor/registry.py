@@ -400,6 +400,7 @@ class Registry:
         # have been held by the parent's publisher thread, which does not exist in the child).
         self._lock = threading.Lock()        # guards the registration tables only
         self._write_lock = threading.Lock()  # orders the final rename against removal at exit
+        self._publish_lock = threading.Lock()  # one snapshot-and-write at a time
         self._event = threading.Event()
         self._halt = threading.Event()       # set by close()/exit: cuts the rate-limit rest short
         # True means "a publish is already pending or nobody is listening": notify() is a no-op.
@@ -567,6 +568,13 @@ class Registry:
         """
         if os.getpid() != self._owner:
             return
+        # Snapshot and write as one step: otherwise the publisher thread's older snapshot could
+        # be renamed over a newer one written meanwhile (a process registered just before an
+        # explicit publish() vanished from the entry).
+        with self._publish_lock:
+            self._publish()
+
+    def _publish(self) -> None:
         entry = self.snapshot()
         path = self._dir()
         try:
