@@ -243,7 +243,6 @@ def test_reaped_after_its_only_user_is_killed():
 def test_reaped_when_a_member_dies_while_the_family_lives():
     fam = Family()
     try:
-        fam.run("!import multitask as mp")
         fam.run("!q = mp.get_context('fork').SimpleQueue()")
         fam.run(r'!exec("def f(q):\n s = SharedMemory(create=True, size=8)\n q.put(s.name)\n'
                 r' time.sleep(60)")')

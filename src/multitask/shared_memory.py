@@ -90,10 +90,11 @@ class SharedMemory(_std.SharedMemory):
         self._fd = fd
         self._name = "/" + bare.lstrip("/")
         try:
-            self._size = size = os.fstat(fd).st_size
+            st = os.fstat(fd)
+            self._size = size = st.st_size
             self._mmap = mmap.mmap(fd, size)
             if track:
-                self._key = _shm.register(self._name, fd)
+                self._key = _shm.register(self._name, st)
                 self._counted = True
         except BaseException:
             if create:

@@ -150,11 +150,11 @@ def reap(name: str, dev: int, ino: int) -> bool:
 Key = tuple[int, int, str]   # (st_dev, st_ino, name): one segment, not one name
 
 
-def register(name: str, fd: int) -> Key:
-    """Tell the reaper that this process uses segment ``name`` (open as ``fd``), so it is reaped
-    after this process exits if nobody has it open then; return the segment's key for
-    :func:`closed` and :func:`forget`.  Raises ``OSError`` if no reaper can be started."""
-    st = os.fstat(fd)
+def register(name: str, st: os.stat_result) -> Key:
+    """Tell the reaper that this process uses segment ``name`` (``st``: its descriptor's
+    ``fstat``), so it is reaped after this process exits if nobody has it open then; return the
+    segment's key for :func:`closed` and :func:`forget`.  Raises ``OSError`` if no reaper can be
+    started."""
     key = (st.st_dev, st.st_ino, name.lstrip("/"))
     with _lock:
         _open[key] = _open.get(key, 0) + 1
