@@ -25,6 +25,7 @@ terminating it.
 
 from __future__ import annotations
 
+import inspect
 import ipaddress
 import multiprocessing
 import socket
@@ -44,6 +45,11 @@ BaseManager = _mpm.BaseManager
 BaseProxy = _mpm.BaseProxy
 Namespace = _mpm.Namespace
 Token = _mpm.Token
+
+# BaseManager's shutdown_timeout is new in Python 3.11 (before it, the server was given 1 s,
+# and 0.1 s after terminate()); on 3.10 multitask keeps the value and honours it itself.
+_STDLIB_SHUTDOWN_TIMEOUT = "shutdown_timeout" in inspect.signature(
+    _mpm.BaseManager.__init__).parameters
 
 
 def _check_local(address: Any) -> None:
@@ -101,8 +107,26 @@ class SyncManager(_mpm_module.SyncManager):
             from .context import _default_context
 
             ctx = _default_context.get_context()
-        super().__init__(address, authkey, serializer, ctx,  # type: ignore[call-arg]
-                         shutdown_timeout=shutdown_timeout)
+        if _STDLIB_SHUTDOWN_TIMEOUT:
+            super().__init__(address, authkey, serializer, ctx,  # type: ignore[call-arg]
+                             shutdown_timeout=shutdown_timeout)
+        else:   # Python 3.10
+            super().__init__(address, authkey, serializer, ctx)
+            self._shutdown_timeout = shutdown_timeout
+
+    def start(self, initializer: Any = None, initargs: Any = ()) -> None:
+        """Start the server process (blocks until it listens)."""
+        super().start(initializer, initargs)
+        if not _STDLIB_SHUTDOWN_TIMEOUT:
+            # Python 3.10's start() registers the finalizer without the timeout: register it
+            # again with it (same exit priority), so that shutdown() waits shutdown_timeout.
+            self.shutdown.cancel()
+            self.shutdown = _mpm.util.Finalize(
+                self, type(self)._finalize_manager,
+                args=(self._process, self._address,  # type: ignore[attr-defined]
+                      self._authkey, self._state,
+                      self._Client, self._shutdown_timeout),  # type: ignore[attr-defined]
+                exitpriority=0)
 
     def connect(self) -> None:
         """Connect to an already running server; ``AuthenticationError`` on a wrong authkey."""
@@ -127,8 +151,11 @@ class SyncManager(_mpm_module.SyncManager):
         # The stdlib keeps the stopped server's Process (and its sentinel pipes) until the
         # manager object is collected; release them as soon as the server is gone (join()
         # after that is a no-op: see join).
-        _mpm_module.SyncManager._finalize_manager(  # type: ignore[attr-defined]
-            process, address, authkey, state, _Client, shutdown_timeout)
+        if _STDLIB_SHUTDOWN_TIMEOUT:
+            _mpm_module.SyncManager._finalize_manager(  # type: ignore[attr-defined]
+                process, address, authkey, state, _Client, shutdown_timeout)
+        else:
+            _finalize_server(process, address, authkey, state, _Client, shutdown_timeout)
         if not process.is_alive():
             process.close()
 
@@ -272,6 +299,30 @@ del _cls, _names, _name
 SyncManager.register("list", list, ListProxy)
 SyncManager.register("dict", dict, DictProxy)
 SyncManager.register("set", set, SetProxy)
+
+
+def _finalize_server(process: Any, address: Any, authkey: Any, state: Any, _Client: Any,
+                     shutdown_timeout: float) -> None:
+    """Python 3.10's stop of a manager's server, with 3.11's timeouts: ask it to shut down,
+    give it ``shutdown_timeout`` seconds, then terminate it, then kill it."""
+    if process.is_alive():
+        try:
+            conn = _Client(address, authkey=authkey)
+            try:
+                _mpm.dispatch(conn, None, "shutdown")
+            finally:
+                conn.close()
+        except Exception:
+            pass   # already stopping, or unreachable: terminate() below
+        process.join(timeout=shutdown_timeout)
+        if process.is_alive():
+            process.terminate()
+            process.join(timeout=shutdown_timeout)
+            if process.is_alive():
+                process.kill()
+                process.join()
+    state.value = _mpm.State.SHUTDOWN
+    _mpm.BaseProxy._address_to_local.pop(address, None)
 
 
 def Manager(*, ctx: Any = None) -> SyncManager:

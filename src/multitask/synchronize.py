@@ -16,6 +16,7 @@ A lock created in a ``fork`` context cannot be given to a ``spawn``/``forkserver
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from multiprocessing import synchronize as _mps
 from typing import Any
@@ -50,21 +51,42 @@ def _check_timeout(timeout: object) -> None:
         raise TypeError(f"timeout must be a number of seconds or None, not {timeout!r}")
 
 
-class Lock(_mps.Lock):
+class _ForkContextCheck:
+    """Python 3.10's ``SemLock`` lets a lock made in a ``fork`` context be pickled for a
+    ``spawn``/``forkserver`` child, which then fails to rebuild it (its name was unlinked when
+    it was made: ``FileNotFoundError`` in the child).  3.11 raises ``RuntimeError`` in the parent
+    instead; this does the same on 3.10 (a no-op where the stdlib checks)."""
+
+    def __init__(self, *args: Any, ctx: Any, **kwargs: Any) -> None:
+        super().__init__(*args, ctx=ctx, **kwargs)  # type: ignore[call-arg]
+        if not hasattr(self, "_is_fork_ctx"):   # Python 3.10
+            self._mt_fork_ctx = ctx.get_start_method() == "fork"
+
+    def __getstate__(self) -> Any:
+        if getattr(self, "_mt_fork_ctx", False) and sys.platform != "win32":
+            _mps.context.assert_spawning(self)   # type: ignore[attr-defined]
+            raise RuntimeError("A SemLock created in a fork context is being shared with a "
+                               "process in a spawn context. This is not supported. Please use "
+                               "the same context to create multiprocessing objects and "
+                               "Process.")
+        return super().__getstate__()  # type: ignore[misc]
+
+
+class Lock(_ForkContextCheck, _mps.Lock):
     """A non-recursive lock shared between processes (``acquire(block=True, timeout=None)``)."""
 
     def __init__(self, *, ctx: Any = None) -> None:
         super().__init__(ctx=_ctx(ctx))
 
 
-class RLock(_mps.RLock):
+class RLock(_ForkContextCheck, _mps.RLock):
     """A recursive lock shared between processes; only its owner may release it."""
 
     def __init__(self, *, ctx: Any = None) -> None:
         super().__init__(ctx=_ctx(ctx))
 
 
-class Semaphore(_mps.Semaphore):
+class Semaphore(_ForkContextCheck, _mps.Semaphore):
     """A counter shared between processes; ``acquire`` blocks at 0, ``get_value()`` reads it.
 
     Raises ``TypeError`` for a non-int ``value``, ``ValueError`` for a negative one.
@@ -74,7 +96,7 @@ class Semaphore(_mps.Semaphore):
         super().__init__(_check_count(value, "Semaphore value"), ctx=_ctx(ctx))
 
 
-class BoundedSemaphore(_mps.BoundedSemaphore):
+class BoundedSemaphore(_ForkContextCheck, _mps.BoundedSemaphore):
     """A :class:`Semaphore` whose ``release()`` raises ``ValueError`` above the initial value."""
 
     def __init__(self, value: int = 1, *, ctx: Any = None) -> None:
