@@ -325,3 +325,20 @@ def test_interrupt_raises_keyboard_interrupt_in_the_child(ctx):
     p.join(30)
     assert p.exitcode == 0
     p.interrupt()   # exited: a no-op
+
+
+def test_a_joined_process_is_collectable_at_once(ctx):
+    """Nothing of multitask's keeps a joined Process's popen alive (the background reaper used
+    to hold it until its thread came round): the stdlib's Finalize of the popen then runs at
+    once, which CPython's test_finalize checks.  Repeated: the window was a thread switch."""
+    import gc
+    import weakref
+
+    for _ in range(20):
+        p = ctx.Process(target=os.getpid)
+        p.start()
+        p.join()
+        ref = weakref.ref(p._popen)
+        del p
+        gc.collect()
+        assert ref() is None, gc.get_referrers(ref())

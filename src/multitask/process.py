@@ -301,6 +301,9 @@ class Process(_mpprocess_module.BaseProcess):
                                "(call start() first)")
         res = self._popen.wait(timeout)
         if res is not None:
+            # Reaped: the background reaper lets go of the popen now, so that a joined
+            # Process is collectable at once, as the stdlib's (CPython's test_finalize).
+            _spawn.stop_reaping(self._popen)
             _mpprocess._children.discard(self)
             _registry_call("unregister", self)
 

@@ -476,6 +476,11 @@ class _Reaper:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._entries: dict[int, _Pollable] = {}  # fd owned by us -> popen
+        # The popen the thread is polling outside the lock right now: discard() waits for it to
+        # be let go, so that once join()/close() returns nothing of ours refers to the popen
+        # (the stdlib's Popen is then collectable at once, and its Finalize with it).
+        self._busy: _Pollable | None = None
+        self._idle = threading.Condition(self._lock)
         self._wake_r = -1
         self._wake_w = -1
         self._thread: threading.Thread | None = None
@@ -525,8 +530,15 @@ class _Reaper:
                     os.write(self._wake_w, b"\0")
 
     def discard(self, popen: _Pollable) -> None:
-        """Stop watching ``popen`` (after ``join``/``close``); the thread notices on wake-up."""
+        """Stop watching ``popen`` (after ``join``/``close``); the thread notices on wake-up.
+
+        Blocks while the reaper thread is polling this very popen (one ``waitpid(WNOHANG)``),
+        never longer; must not be called with the popen's own lock held.
+        """
         with self._lock:
+            if threading.current_thread() is not self._thread:
+                while self._busy is popen:
+                    self._idle.wait()
             for fd, p in list(self._entries.items()):
                 if p is popen:
                     del self._entries[fd]
@@ -557,9 +569,19 @@ class _Reaper:
                     os.read(wake_r, 4096)
             retry_delay = 0.0
             with self._lock:
-                todo = [(fd, self._entries[fd]) for fd in ready if fd in self._entries]
-            for fd, popen in todo:
-                code = popen.poll()
+                todo = [fd for fd in ready if fd in self._entries]
+            for fd in todo:
+                with self._lock:
+                    popen = self._entries.get(fd)
+                    if popen is None:   # discarded meanwhile
+                        continue
+                    self._busy = popen
+                try:
+                    code = popen.poll()
+                finally:
+                    with self._lock:
+                        self._busy = None
+                        self._idle.notify_all()
                 if code is None and popen.returncode is None:
                     # A sentinel (not pidfd) can hit EOF a moment before the child becomes
                     # waitable; retry soon.  A pidfd is exact, so None there means someone else
@@ -571,6 +593,9 @@ class _Reaper:
                     continue
                 self.reaped += 1
                 self._drop(fd, popen)
+            # No reference to a popen may outlive its turn (see _busy): select() may block
+            # for as long as other children live.
+            popen = None
 
     def _drop(self, fd: int, popen: _Pollable) -> None:
         # compare the popen too: ``discard`` may have closed fd and ``add`` reused its number
