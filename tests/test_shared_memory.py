@@ -148,6 +148,8 @@ def test_named_segment_and_its_leading_slash():
     ({"name": "a/b", "create": True, "size": 8}, OSError),
     ({"name": "", "create": True, "size": 8}, OSError),
     ({"name": "x" * 300, "create": True, "size": 8}, OSError),
+    ({"name": "mt-null\0a", "create": True, "size": 8}, ValueError),   # as the stdlib
+    ({"name": "mt-null\0a"}, ValueError),
     ({"create": True, "size": 8, "track": "yes"}, TypeError),
 ])
 def test_bad_arguments_raise_at_the_call(kwargs, exc):

@@ -59,10 +59,13 @@ def shm_path(name: str) -> str:
     """The file of segment ``name`` (as ``shm_open`` resolves it: leading slashes ignored).
 
     Raises ``OSError(EINVAL)`` for a name that ``shm_open`` rejects (empty, or with a ``/``
-    inside) and ``OSError(ENAMETOOLONG)`` for one too long, like the stdlib.
+    inside), ``OSError(ENAMETOOLONG)`` for one too long and ``ValueError`` for an embedded
+    null character, like the stdlib (its ``shm_open`` is reached through a path argument).
     """
     bare = name.lstrip("/")
-    if not bare or "/" in bare or "\0" in bare:
+    if "\0" in bare:
+        raise ValueError(f"embedded null character in shared memory name {name!r}")
+    if not bare or "/" in bare:
         raise OSError(errno.EINVAL, os.strerror(errno.EINVAL), name)
     if len(os.fsencode(bare)) > _NAME_MAX:
         raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), name)
