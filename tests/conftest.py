@@ -1,16 +1,20 @@
 """Shared fixtures: a leak check after every test, and the start methods to parametrise over.
 
 After each test we wait (bounded) for the test's children to go away and then assert that it
-left behind no child processes, no zombies, no new shared-memory segments in /dev/shm and no new
-file descriptors.  Long-lived helper processes the stdlib starts once per session (resource
-tracker, forkserver) are not the test's children and are ignored.
+left behind no child processes, no zombies, no threads, no new shared-memory segments in /dev/shm
+and no new file descriptors.  Long-lived helper processes the stdlib starts once per session
+(resource tracker, forkserver) are not the test's children and are ignored; so are the few
+per-process singleton threads of multitask listed by name in ``_SINGLETON_THREADS``.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
+import threading
 import time
+import traceback
 
 import psutil
 import pytest
@@ -20,6 +24,18 @@ START_METHODS = ["fork", "spawn", "forkserver"]
 # stdlib singletons that live for the whole session, started on first use by whichever test
 _SESSION_HELPERS = ("resource_tracker", "forkserver", "semaphore_tracker",
                     "multitask/_core/_shm.py")   # the shared-memory reaper (one per family)
+
+
+# Threads that live once per process, for the rest of its life, started by whichever test first
+# needs them.  Matched by exact name; anything else a test leaves running is a leak.
+_SINGLETON_THREADS = {
+    # multitask.monitor.registry: the publisher of this program's entry for `multitask ps`; one
+    # per process, started by the first registered pool or process, runs until exit (atexit).
+    "multitask-registry",
+    # multitask.monitor._hook: the one-shot hand-over to that publisher; sleeps FIRST_DELAY on
+    # purpose (a program that ends sooner never loads the registry), then loads it and exits.
+    "multitask-registry-start",
+}
 
 
 def _is_session_helper(proc: psutil.Process) -> bool:
@@ -60,12 +76,45 @@ def _fds() -> set[int]:
     return out
 
 
+def _new_threads(before: set[threading.Thread], deadline: float) -> list[threading.Thread]:
+    """Threads alive now that were not before the test, other than the allowed singletons.
+
+    A thread that is finishing (a pool's result thread after ``close()``/``join()``, a reaper
+    whose last child was reaped) gets until ``deadline`` to end: we join it, so the wait ends
+    the moment it exits -- no polling.
+    """
+    left = []
+    for t in threading.enumerate():
+        if t in before or t is threading.current_thread() or t.name in _SINGLETON_THREADS:
+            continue
+        if isinstance(t, threading._DummyThread):   # a foreign (non-threading) thread
+            if t.ident in sys._current_frames():
+                left.append(t)
+            continue
+        t.join(max(0.0, deadline - time.monotonic()))
+        if t.is_alive():
+            left.append(t)
+    return left
+
+
+def _describe_threads(threads: list[threading.Thread]) -> str:
+    frames = sys._current_frames()
+    out = []
+    for t in threads:
+        frame = frames.get(t.ident) if t.ident is not None else None
+        stack = "".join(traceback.format_stack(frame)) if frame is not None else "  (no frame)\n"
+        out.append(f"thread {t.name!r} (ident {t.ident}, daemon={t.daemon}):\n{stack}")
+    return "\n".join(out)
+
+
 @pytest.fixture(autouse=True)
 def leak_check(request):
-    """Fail the test if it leaks a process, zombie, /dev/shm segment or file descriptor."""
+    """Fail the test if it leaks a process, zombie, thread, /dev/shm segment or file
+    descriptor."""
     if request.node.get_closest_marker("no_leak_check"):
         yield
         return
+    threads_before = set(threading.enumerate())
     shm_before = _shm()
     fds_before = _fds()
     yield
@@ -85,6 +134,9 @@ def leak_check(request):
             pass
     multiprocessing.active_children()
     assert not leftover, f"test left child processes behind: {leftover}"
+    # Threads after processes: a thread waiting on a child ends once the child has gone.
+    threads = _new_threads(threads_before, time.monotonic() + 5.0)
+    assert not threads, f"test left threads running:\n{_describe_threads(threads)}"
     while True:
         new_shm = {n for n in _shm() - shm_before if n.startswith(("mt-", "psm_", "mt_"))}
         if not new_shm or time.monotonic() > deadline:

@@ -235,22 +235,12 @@ def test_ps_with_no_programs(env):
 
 def test_console_script(env):
     script = Path(sys.executable).with_name("multitask")
-    if not script.exists():
-        pytest.skip("console script not installed in this environment")
+    assert script.exists(), f"{script}: the console script of [project.scripts] is missing"
     res = subprocess.run([str(script), "ps", "--json"], env=env, capture_output=True, text=True,
                          timeout=60)
     assert res.returncode == 0 and json.loads(res.stdout) == []
 
 
-def _pool_class() -> Any:
-    try:
-        import multitask.pool as pool_pkg
-    except ImportError:
-        return None
-    return getattr(pool_pkg, "Pool", None)
-
-
-@pytest.mark.skipif(_pool_class() is None, reason="multitask.pool.Pool has not landed yet")
 def test_ps_with_real_busy_pool_and_replaced_worker(env, program):
     prog = program(POOL_PROGRAM)
     assert prog.readline().strip() == "started"

@@ -8,6 +8,7 @@ import pytest
 
 import multitask
 from multitask import context as mtcontext
+from multitask import queues as mtqueues
 
 _METHODS = ["Process", "current_process", "parent_process", "active_children", "cpu_count",
             "Pipe", "Queue", "SimpleQueue", "JoinableQueue", "Pool", "Manager", "Lock", "RLock",
@@ -93,10 +94,9 @@ def test_misc_bad_input():
 
 
 def test_queue_and_pool_delegate_with_context(ctx):
-    queues = pytest.importorskip("multitask.queues")
     q = ctx.Queue(3)
     try:
-        assert isinstance(q, queues.Queue)
+        assert isinstance(q, mtqueues.Queue)
         q.put(1)
         assert q.get(timeout=10) == 1
     finally:

@@ -100,9 +100,6 @@ def test_sigkill_parent_takes_every_child_along(tmp_path):
 
 @pytest.mark.slow
 def test_sigkill_parent_with_pool_workers(tmp_path):
-    pool = pytest.importorskip("multitask.pool")
-    if not hasattr(pool, "Pool"):
-        pytest.skip("multitask.pool.Pool not written yet")
     extra = ("pool = mp.Pool(2)\n"
              "    pool.apply(os.getpid)\n"
              "    pids.extend(c.pid for c in mp.active_children() if c.pid not in pids)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import multiprocessing.pool
 import os
 import threading
 import time
@@ -128,7 +129,9 @@ def test_exception_reraised_with_remote_traceback(pool):
     with pytest.raises(ValueError, match="boom 5") as info:
         pool.apply(boom, (5,))
     cause = info.value.__cause__
-    assert isinstance(cause, multitask.pool._results.__class__) or cause is not None
+    # the stdlib's own class (code checking `type(e.__cause__) is RemoteTraceback` works as is)
+    assert type(cause) is multiprocessing.pool.RemoteTraceback
+    assert type(cause) is multitask._core._errors.RemoteTraceback
     assert "boom" in str(cause) and "Traceback" in str(cause)
     r = pool.apply_async(boom, (1,))
     r.wait(30)

@@ -215,13 +215,36 @@ def test_pool_garbage_collected_without_close_leaves_no_workers(ctx):
     assert pool.apply(abs, (-3,)) == 3
     pids = [w.pid for w in pool.statistics().workers if w.pid is not None]
     assert pids
-    del pool
     import gc
 
-    gc.collect()
+    with pytest.warns(ResourceWarning, match="unclosed running multiprocessing pool"):
+        del pool
+        gc.collect()
     _gone, alive = psutil.wait_procs([psutil.Process(p) for p in pids if psutil.pid_exists(p)],
                                     timeout=10)
     assert not alive
+
+
+_GC_UNDER_W_ERROR = textwrap.dedent("""
+    import gc, psutil, multitask as mp
+    if __name__ == "__main__":
+        pool = mp.Pool(2)
+        pool.apply(abs, (-3,))
+        procs = [psutil.Process(w.pid) for w in pool.statistics().workers]
+        del pool
+        gc.collect()
+        _gone, alive = psutil.wait_procs(procs, timeout=10)
+        print("alive", len(alive))
+""")
+
+
+def test_pool_garbage_collected_under_w_error_still_terminates_workers():
+    # -W error::ResourceWarning turns the finalizer's warning into an exception; the workers
+    # were left running (the terminate after the warning never ran) before the fix.
+    out = subprocess.run([sys.executable, "-W", "error::ResourceWarning", "-c",
+                          _GC_UNDER_W_ERROR], capture_output=True, text=True, timeout=60)
+    assert "unclosed running multiprocessing pool" in out.stderr
+    assert out.stdout.split() == ["alive", "0"], (out.stdout, out.stderr)
 
 
 @pytest.mark.parametrize("n", [1, 3])

@@ -3,13 +3,11 @@
 
 Each script in ``tests/seeds/`` is a program from the notes with ``import multiprocessing``
 replaced by ``import multitask`` and its sleeps shortened; it runs in a subprocess with a timeout
-and its output is checked.  Programs needing modules other engineers are still writing
-(queues, pool) are skipped until those modules exist.
+and its output is checked.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import subprocess
 import sys
@@ -29,22 +27,12 @@ def _run(name: str, timeout: float = 90) -> str:
     return out.stdout
 
 
-def _needs(module: str, name: str) -> None:
-    try:
-        mod = importlib.import_module(module)
-    except ImportError:
-        pytest.skip(f"{module} not written yet")
-    if not hasattr(mod, name):
-        pytest.skip(f"{module}.{name} not written yet")
-
-
 def test_001_process_basic():
     assert _run("s001_process_basic.py").splitlines() == [
         "ddd", "name: Process-1 exitcode: 0 alive: False"]
 
 
 def test_001_pool_apply_async_and_map():
-    _needs("multitask.pool", "Pool")
     assert _run("s001_pool_map.py").splitlines() == [
         "[0, 1, 4, 9, 16] True", "[0, 1, 4, 9, 16, 25]", "49"]
 
@@ -55,7 +43,6 @@ def test_002_pipe():
 
 
 def test_002_queue():
-    _needs("multitask.queues", "Queue")
     assert _run("s002_queue.py").split() == [str(2 ** i) for i in range(10)]
 
 
@@ -106,14 +93,12 @@ def test_004_two_loops():
 
 
 def test_004_bounded_queue():
-    _needs("multitask.queues", "Queue")
     assert _run("s004_queue.py").splitlines() == [
         "False", "True", "消息队列已满，现有消息数量：3", "消息列队已满，现有消息数量：3",
         "消息1", "消息2", "消息3"]
 
 
 def test_004_pool_without_main_guard():
-    _needs("multitask.pool", "Pool")
     # workers print concurrently: print() writes the text and the newline separately, so
     # lines can interleave; count in the whole output
     out = _run("s004_pool.py")
@@ -124,7 +109,6 @@ def test_004_pool_without_main_guard():
 
 
 def test_004_manager_queue_with_pool():
-    _needs("multitask.pool", "Pool")
     lines = _run("s004_manager_queue.py").splitlines()
     got = [line.split("：")[1] for line in lines if "reader从Queue获取到消息" in line]
     assert got == list("itcast")

@@ -6,7 +6,6 @@ import math
 import os
 import re
 from collections import Counter
-from typing import Any
 
 import pytest
 
@@ -133,19 +132,10 @@ def test_many_tasks(tmp_path):
     assert len(ids) == 5000 and set(ids.values()) == {1}
 
 
-def _pool_class() -> Any:
-    try:
-        import multitask.pool as pool_pkg
-    except ImportError:
-        return None
-    return getattr(pool_pkg, "Pool", None)
-
-
 def _square(x: int) -> int:
     return x * x
 
 
-@pytest.mark.skipif(_pool_class() is None, reason="multitask.pool.Pool has not landed yet")
 def test_real_pool_timeline(tmp_path):
     import multitask as mp
 

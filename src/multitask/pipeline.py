@@ -70,7 +70,6 @@ import collections
 import contextlib
 import ctypes
 import logging
-import multiprocessing
 import os
 import pickle
 import queue
@@ -85,6 +84,7 @@ from typing import Any, Literal
 
 import cloudpickle
 
+from . import context as _mt_context
 from ._core._errors import (
     ClosedError,
     RemoteError,
@@ -157,41 +157,30 @@ class StageStatistics:
 
 
 # --------------------------------------------------------------------------------------------
-# Process/queue factory: multitask's own when they are importable, the stdlib's otherwise
+# Process/queue factory
 # --------------------------------------------------------------------------------------------
 
 
 class _Factory:
     """Makes the ``Process`` and ``Queue`` objects of process stages.
 
-    multitask's own ``Process`` (``multitask.context``) and ``Queue`` (``multitask.queues``) are
-    used when importable; each falls back to the stdlib's of the same start method while it is
-    not there (they land separately from this module).
+    ``method`` is a start method's name (or None for the default), whose multitask context
+    (``multitask.context``: multitask's ``Process`` and shared-memory ``Queue``) is used, or a
+    context object the caller passed, used as it is.  There is no fallback to the stdlib's
+    classes: a multitask module that fails to import is an error, not a slower pipeline.
     """
 
     def __init__(self, method: Any) -> None:
         self._ctx: Any
-        self._queue_ctx: Any = None
         if method is not None and not isinstance(method, str):  # a context object
             self._ctx = method
-            return
-        try:
-            from . import context as _mt_context
-        except ImportError:
-            self._ctx = multiprocessing.get_context(method)
-            return
-        self._ctx = _mt_context.get_context(method)
-        try:
-            from . import queues as _mt_queues  # noqa: F401
-        except ImportError:
-            self._queue_ctx = multiprocessing.get_context(self._ctx.get_start_method())
+        else:
+            self._ctx = _mt_context.get_context(method)
 
     def Process(self, **kwargs: Any) -> Any:
         return self._ctx.Process(**kwargs)
 
     def Queue(self, maxsize: int = 0) -> Any:
-        if self._queue_ctx is not None:
-            return self._queue_ctx.Queue(maxsize)
         return self._ctx.Queue(maxsize)
 
 

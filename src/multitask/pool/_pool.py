@@ -513,13 +513,16 @@ class Pool:
 
 def _finalize_pool(backend: Backend, name: str, state: list[str]) -> None:
     """The pool object is gone (or the interpreter exits): terminate its workers."""
-    if state[0] == "running" and not sys.is_finalizing():
-        import warnings
+    try:
+        if state[0] == "running" and not sys.is_finalizing():
+            import warnings
 
-        # the stdlib's wording, which programs and CPython's tests filter on
-        warnings.warn(f"unclosed running multiprocessing pool {name!r} (multitask)",
-                      ResourceWarning, stacklevel=2)
-    backend.terminate()
+            # the stdlib's wording, which programs and CPython's tests filter on
+            warnings.warn(f"unclosed running multiprocessing pool {name!r} (multitask)",
+                          ResourceWarning, stacklevel=2)
+    finally:
+        # under -W error::ResourceWarning the warning raises: the workers must go all the same
+        backend.terminate()
 
 
 def _describe(func: Any) -> str:
