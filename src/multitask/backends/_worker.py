@@ -75,6 +75,15 @@ from typing import Any
 from .. import shared
 from .._core import _serialize
 from .._core._errors import ClosedError, SerializationError
+from .._engine.codes import (  # noqa: F401  (re-exported: the process backend's wire names)
+    MODE_CALL,
+    MODE_ITEMS,
+    MODE_MAP,
+    MODE_STARMAP,
+    ST_OK,
+    ST_RAISED,
+    ST_UNSERIALIZABLE,
+)
 
 TASK_HDR = struct.Struct("<QIB3xI")      # task_id, func_id, mode, len
 RES_HDR = struct.Struct("<QBxHIdd")      # task_id, status, item, len, started, finished
@@ -83,14 +92,6 @@ FUNC_HDR = struct.Struct("<c3xI")        # kind, func id
 STARTED = struct.Struct("<cxxxIi")       # b"S", worker index, pid
 RECYCLE = struct.Struct("<cxxxIiQ")      # b"M", worker index, pid, RSS: past max_memory_per_child
 
-ST_OK = 0
-ST_RAISED = 1
-ST_UNSERIALIZABLE = 2
-
-MODE_CALL = 0
-MODE_MAP = 1
-MODE_STARMAP = 2
-MODE_ITEMS = 3      # a group of items, each its own task: one result record per item
 ITEM_ALL = 0xFFFF   # item index of a record that fails every item of its group
 
 

@@ -70,14 +70,14 @@ from .._core._errors import (
     signal_of,
 )
 from .._core._ring import Ring, new_group
+from .._engine.backend import Backend
+from .._engine.jobs import MODE_CALL, MODE_ITEMS, Job, Redo, Task
+from .._engine.log import logger
 from ..monitor import _hook
-from ..pool._jobs import MODE_CALL, MODE_ITEMS, Job, Redo, Task
-from ..pool._results import logger
-from . import Backend
 from ._slots import Slots
 
 if TYPE_CHECKING:
-    from ..pool._stats import WorkerStatistics
+    from .._engine.stats import WorkerStatistics
 
 from ._worker import (
     BATCH_HDR,
@@ -1380,7 +1380,7 @@ class ProcessBackend(Backend):
 
     # -- introspection -----------------------------------------------------------------------
     def worker_statistics(self) -> tuple[WorkerStatistics, ...]:
-        from ..pool._stats import TaskInfo, WorkerStatistics
+        from .._engine.stats import TaskInfo, WorkerStatistics
 
         now = time.monotonic()
         out = []

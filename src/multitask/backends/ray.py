@@ -108,10 +108,11 @@ from .._core._errors import (
     WorkerDiedError,
     remote_traceback,
 )
-from ..pool._jobs import MODE_CALL, MODE_MAP, Job, Redo, Task
-from ..pool._results import logger
-from ..pool._stats import TaskInfo, WorkerStatistics
-from . import Backend
+from .._engine.backend import Backend
+from .._engine.codes import ST_OK, ST_RAISED
+from .._engine.jobs import MODE_CALL, MODE_MAP, Job, Redo, Task
+from .._engine.log import logger
+from .._engine.stats import TaskInfo, WorkerStatistics
 
 # Arrays at least this large travel through the object store by an explicit ray.put.
 _BIG_ARRAY_BYTES = 1 << 20
@@ -124,9 +125,6 @@ _START_GRACE = 20.0
 _PIPELINE_BELOW = 0.02
 # ... and the one it runs has not been running longer than max(this, 4 x the measured time).
 _HEAD_SLOW_AFTER = 0.005
-
-_ST_OK = 0
-_ST_RAISED = 1
 
 _owned_lock = threading.Lock()
 _owned_users = 0          # pools using a Ray runtime that a pool of ours started
@@ -187,8 +185,8 @@ class _RayWorker:
             else:
                 value = [fn(*a) for a in data]
         except BaseException as exc:
-            return _ST_RAISED, _error_info(exc), t0, time.monotonic()
-        return _ST_OK, value, t0, time.monotonic()
+            return ST_RAISED, _error_info(exc), t0, time.monotonic()
+        return ST_OK, value, t0, time.monotonic()
 
     def forget(self, fid: int) -> None:
         self._funcs.pop(fid, None)
@@ -360,7 +358,6 @@ class RayBackend(Backend):
         options = dict(self.options)
         address = options.pop("ray_address", None) or os.environ.get("RAY_ADDRESS") or None
         actor_options = dict(options.pop("ray_actor_options", None) or {})
-        options.pop("notify", None)
         if options:
             raise TypeError(f"unknown Pool options for the ray backend: {sorted(options)}")
         if self.max_memory_per_child is not None:
@@ -613,7 +610,7 @@ class RayBackend(Backend):
     def _on_done(self, a: _Actor, call: _Call, fut: Any) -> None:
         try:
             status, value, t0, t1 = fut.result()
-            outcome: tuple[str, Any] = ("ok" if status == _ST_OK else "raised", (value, t0, t1))
+            outcome: tuple[str, Any] = ("ok" if status == ST_OK else "raised", (value, t0, t1))
         except ray.exceptions.RayActorError as exc:
             outcome = ("died", exc)
         except ray.exceptions.RayTaskError as exc:

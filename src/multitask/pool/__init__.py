@@ -20,7 +20,7 @@ Data flow of one task (process backend; the thread and Ray backends keep the sam
 
 Because the parent always knows which worker holds which task, a dead worker can never make a
 call hang, which is the stdlib's oldest Pool bug (gh-66587).  ``map`` cuts its input into chunks
-(a chunk is one task) with guided self-scheduling; see ``_jobs``.
+(a chunk is one task) with guided self-scheduling; see ``multitask._engine.jobs``.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -29,7 +29,7 @@ from ._pool import Pool, ThreadPool
 from ._results import ApplyResult, AsyncResult, IMapIterator, MapResult
 
 if TYPE_CHECKING:
-    from ._stats import PoolStatistics, TaskInfo, WorkerStatistics
+    from .._engine.stats import PoolStatistics, TaskInfo, WorkerStatistics
 
 __all__ = [
     "ApplyResult",
@@ -48,7 +48,7 @@ def __getattr__(name: str) -> Any:
     # The statistics dataclasses are imported when first named: dataclasses costs ~10 ms of
     # every program's first Pool() otherwise.
     if name in ("PoolStatistics", "TaskInfo", "WorkerStatistics"):
-        from . import _stats
+        from .._engine import stats as _stats
 
         return getattr(_stats, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
