@@ -1,13 +1,14 @@
 """The default backend: worker processes fed through shared-memory rings.
 
-Data flow of one task (see also ``multitask.pool``'s docstring)::
+Data flow of one task, from ``backend.submit(job)`` (what comes before it is in
+``multitask.pool``'s docstring; ``docs/design.md`` points here)::
 
     caller thread                     worker process              reader of the result ring
     -------------                     --------------              -------------------------
     apply_async(f, args)
       args serialized now (errors raise here)
       Job -> _pending; _dispatch():
-        pick the worker with most room
+        the live worker with the least estimated work queued
         [F msg once per worker], T msg --> worker's inbound ring
         task appended to worker.inflight       get_many() -> slot := task
                                                run f, serialize result
