@@ -75,6 +75,7 @@ from typing import Any
 from .. import shared
 from .._core import _serialize
 from .._core._errors import ClosedError, SerializationError
+from .._engine import envelope
 from .._engine.codes import (  # noqa: F401  (re-exported: the process backend's wire names)
     MODE_CALL,
     MODE_ITEMS,
@@ -97,22 +98,9 @@ ITEM_ALL = 0xFFFF   # item index of a record that fails every item of its group
 
 
 def error_info(exc: BaseException, what: str | None = None) -> bytes:
-    """Serialize an exception for the parent.
-
-    The exception itself is pickled separately from its description, so that a parent which
-    cannot unpickle it (its class is unknown there, its ``__reduce__`` raises...) still gets the
-    type name, message and worker traceback: the outer layer holds only strings and bytes.
-    """
-    import traceback  # the zygote imports it before a replacement; lazy elsewhere
-
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    tname = f"{type(exc).__module__}.{type(exc).__qualname__}"
-    text = what or str(exc)
-    try:
-        exc_bytes: bytes | None = _serialize.dumps(exc)
-    except BaseException:
-        exc_bytes = None
-    return pickle.dumps((exc_bytes, tb, tname, text), protocol=5)
+    """Serialize an exception for the parent: the engine's error envelope, with the process
+    backend's codec (pickle 5, out-of-band buffers in shared memory, cloudpickle fallback)."""
+    return envelope.pack(exc, _serialize.dumps, what)
 
 
 # ---------------------------------------------------------------------------------------------

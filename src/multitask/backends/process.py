@@ -62,7 +62,6 @@ from .._core._channel import Channel, ForkedChild, channel_pair, flush_std_strea
 from .._core._errors import (
     ClosedError,
     ProcessError,
-    RemoteError,
     SerializationError,
     TaskTimeoutError,
     WorkerDiedError,
@@ -71,6 +70,7 @@ from .._core._errors import (
     signal_of,
 )
 from .._core._ring import Ring, new_group
+from .._engine import envelope
 from .._engine.backend import Backend
 from .._engine.jobs import MODE_CALL, MODE_ITEMS, Job, Redo, Task
 from .._engine.log import logger
@@ -1479,33 +1479,9 @@ def _as_serialization_error(exc: BaseException, what: str) -> BaseException:
 
 
 def _remote_exception(body: Any, unserializable: bool = False) -> BaseException:
-    """Re-create a task's exception in the parent, with the worker's traceback as __cause__.
-
-    If the exception object cannot be unpickled here, a :class:`RemoteError` carrying its type
-    name, message and traceback stands in for it: the error is reported, never lost or hung on.
-    """
-    exc_bytes, tb, tname, text = pickle.loads(body)
-    exc: BaseException | None = None
-    note = ""
-    if exc_bytes is not None:
-        try:
-            exc = _serialize.loads(exc_bytes)
-        except BaseException as err:
-            note = f" (the exception could not be unpickled in the parent: {err!r})"
-            exc = None
-    else:
-        note = " (the exception could not be pickled in the worker)"
-    if unserializable:
-        # The task succeeded but its result could not be pickled in the worker.
-        wrapped = SerializationError(text)
-        wrapped.__cause__ = exc if isinstance(exc, BaseException) else remote_traceback(tb)
-        if isinstance(exc, BaseException):
-            exc.__cause__ = remote_traceback(tb)
-        return wrapped
-    if not isinstance(exc, BaseException):
-        exc = RemoteError(f"{tname}: {text}{note}", type_name=tname, remote_traceback=tb)
-    exc.__cause__ = remote_traceback(tb)
-    return exc
+    """Re-create a task's exception in the parent (the engine's error envelope, see
+    ``multitask._engine.envelope``): the original where it unpickles, else a RemoteError."""
+    return envelope.unpack(body, _serialize.loads, unserializable=unserializable)
 
 
 BACKEND = ProcessBackend

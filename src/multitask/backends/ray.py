@@ -89,7 +89,6 @@ import sys
 import sysconfig
 import threading
 import time
-import traceback
 import types
 from collections.abc import Iterable
 from typing import Any
@@ -102,12 +101,12 @@ import ray.util.queue
 from .._core._errors import (
     ClosedError,
     ProcessError,
-    RemoteError,
     SerializationError,
     TaskTimeoutError,
     WorkerDiedError,
     remote_traceback,
 )
+from .._engine import envelope
 from .._engine.backend import Backend
 from .._engine.codes import ST_OK, ST_RAISED
 from .._engine.jobs import MODE_CALL, MODE_MAP, Job, Redo, Task
@@ -240,32 +239,17 @@ def _rebind(fn: Any, shared: dict[str, Any]) -> Any:
 
 
 def _error_info(exc: BaseException) -> bytes:
-    """The exception, pickled apart from its description so the driver always gets the text."""
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    tname = f"{type(exc).__module__}.{type(exc).__qualname__}"
-    try:
-        exc_bytes: bytes | None = cloudpickle.dumps(exc, protocol=5)
-    except BaseException:
-        exc_bytes = None
-    return pickle.dumps((exc_bytes, tb, tname, str(exc)), protocol=5)
+    """The engine's error envelope, with an in-band codec (the bytes may leave the machine)."""
+    return envelope.pack(exc, _inband_dumps)
+
+
+def _inband_dumps(obj: Any) -> bytes:
+    return cloudpickle.dumps(obj, protocol=5)
 
 
 def _remote_exception(info: bytes) -> BaseException:
     """Re-create a task's exception in the driver, with the actor's traceback as __cause__."""
-    exc_bytes, tb, tname, text = pickle.loads(info)
-    exc: Any = None
-    note = ""
-    if exc_bytes is not None:
-        try:
-            exc = pickle.loads(exc_bytes)
-        except BaseException as err:
-            note = f" (the exception could not be unpickled in the driver: {err!r})"
-    else:
-        note = " (the exception could not be pickled in the actor)"
-    if not isinstance(exc, BaseException):
-        exc = RemoteError(f"{tname}: {text}{note}", type_name=tname, remote_traceback=tb)
-    exc.__cause__ = remote_traceback(tb)
-    return exc
+    return envelope.unpack(info, pickle.loads, here="driver", there="actor")
 
 
 def _resolve_big(mode: int, data: Any) -> Any:
