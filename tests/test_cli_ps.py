@@ -22,7 +22,7 @@ from multitask import cli
 FAKE_POOL_PROGRAM = textwrap.dedent("""
     import json, os, signal, subprocess, sys, time
     from multitask.monitor import registry
-    from multitask.pool._stats import PoolStatistics, TaskInfo, WorkerStatistics
+    from multitask._engine.stats import PoolStatistics, TaskInfo, WorkerStatistics
 
     signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
     kids = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])

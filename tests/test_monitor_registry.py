@@ -16,9 +16,9 @@ import warnings
 import psutil
 import pytest
 
+from multitask._engine.stats import PoolStatistics, TaskInfo, WorkerStatistics
 from multitask.monitor import registry
 from multitask.monitor.registry import Registry, RegistryWarning, read_all
-from multitask.pool._stats import PoolStatistics, TaskInfo, WorkerStatistics
 
 
 def _stats(name: str = "Pool-7", pids: tuple[int, ...] = (11, 12)) -> PoolStatistics:
@@ -217,7 +217,7 @@ def test_killed_program_leaves_entry_that_readers_clean(regdir):
         class P:
             name = "x"
             def statistics(self):
-                from multitask.pool._stats import PoolStatistics
+                from multitask._engine.stats import PoolStatistics
                 return PoolStatistics("x", "process", "running", 0, (), 0, 0, 0, 0, 0, 0)
         p = P()
         registry.register_pool(p)

@@ -87,11 +87,11 @@ import cloudpickle
 from . import context as _mt_context
 from ._core._errors import (
     ClosedError,
-    RemoteError,
     SerializationError,
     WorkerDiedError,
     remote_traceback,
 )
+from ._engine import envelope
 
 __all__ = ["ItemError", "Pipeline", "StageStatistics"]
 
@@ -210,31 +210,16 @@ def _short_repr(obj: Any, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-# An exception crosses the process boundary as (pickled exception or None, type name, str, tb).
-_ExcInfo = tuple[bytes | None, str, str, str]
+def _pack_exception(exc: BaseException) -> bytes:
+    """The engine's error envelope (``multitask._engine.envelope``), with this module's codec."""
+    return envelope.pack(exc, _dumps)
 
 
-def _pack_exception(exc: BaseException) -> _ExcInfo:
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    try:
-        blob: bytes | None = _dumps(exc)
-    except SerializationError:
-        blob = None
-    return blob, f"{type(exc).__module__}.{type(exc).__qualname__}", str(exc), tb
-
-
-def _unpack_exception(info: _ExcInfo) -> tuple[BaseException, str]:
-    blob, type_name, text, tb = info
-    exc: BaseException | None = None
-    if blob is not None:
-        try:
-            exc = pickle.loads(blob)
-        except Exception:
-            exc = None
-    if not isinstance(exc, BaseException):
-        exc = RemoteError(f"{type_name}: {text}", type_name=type_name, remote_traceback=tb)
-    exc.__cause__ = remote_traceback(tb)
-    return exc, tb
+def _unpack_exception(info: bytes) -> tuple[BaseException, str]:
+    """The exception and the worker's formatted traceback."""
+    exc = envelope.unpack(info, pickle.loads)
+    cause = exc.__cause__
+    return exc, str(getattr(cause, "tb", "") or "")
 
 
 # Result tuples, after decoding, as the router sees them:

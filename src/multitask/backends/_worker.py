@@ -75,6 +75,16 @@ from typing import Any
 from .. import shared
 from .._core import _serialize
 from .._core._errors import ClosedError, SerializationError
+from .._engine import envelope
+from .._engine.codes import (  # noqa: F401  (re-exported: the process backend's wire names)
+    MODE_CALL,
+    MODE_ITEMS,
+    MODE_MAP,
+    MODE_STARMAP,
+    ST_OK,
+    ST_RAISED,
+    ST_UNSERIALIZABLE,
+)
 
 TASK_HDR = struct.Struct("<QIB3xI")      # task_id, func_id, mode, len
 RES_HDR = struct.Struct("<QBxHIdd")      # task_id, status, item, len, started, finished
@@ -83,35 +93,14 @@ FUNC_HDR = struct.Struct("<c3xI")        # kind, func id
 STARTED = struct.Struct("<cxxxIi")       # b"S", worker index, pid
 RECYCLE = struct.Struct("<cxxxIiQ")      # b"M", worker index, pid, RSS: past max_memory_per_child
 
-ST_OK = 0
-ST_RAISED = 1
-ST_UNSERIALIZABLE = 2
-
-MODE_CALL = 0
-MODE_MAP = 1
-MODE_STARMAP = 2
-MODE_ITEMS = 3      # a group of items, each its own task: one result record per item
 ITEM_ALL = 0xFFFF   # item index of a record that fails every item of its group
 
 
 
 def error_info(exc: BaseException, what: str | None = None) -> bytes:
-    """Serialize an exception for the parent.
-
-    The exception itself is pickled separately from its description, so that a parent which
-    cannot unpickle it (its class is unknown there, its ``__reduce__`` raises...) still gets the
-    type name, message and worker traceback: the outer layer holds only strings and bytes.
-    """
-    import traceback  # the zygote imports it before a replacement; lazy elsewhere
-
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    tname = f"{type(exc).__module__}.{type(exc).__qualname__}"
-    text = what or str(exc)
-    try:
-        exc_bytes: bytes | None = _serialize.dumps(exc)
-    except BaseException:
-        exc_bytes = None
-    return pickle.dumps((exc_bytes, tb, tname, text), protocol=5)
+    """Serialize an exception for the parent: the engine's error envelope, with the process
+    backend's codec (pickle 5, out-of-band buffers in shared memory, cloudpickle fallback)."""
+    return envelope.pack(exc, _serialize.dumps, what)
 
 
 # ---------------------------------------------------------------------------------------------

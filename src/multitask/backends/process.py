@@ -1,13 +1,14 @@
 """The default backend: worker processes fed through shared-memory rings.
 
-Data flow of one task (see also ``multitask.pool``'s docstring)::
+Data flow of one task, from ``backend.submit(job)`` (what comes before it is in
+``multitask.pool``'s docstring; ``docs/design.md`` points here)::
 
     caller thread                     worker process              reader of the result ring
     -------------                     --------------              -------------------------
     apply_async(f, args)
       args serialized now (errors raise here)
       Job -> _pending; _dispatch():
-        pick the worker with most room
+        the live worker with the least estimated work queued
         [F msg once per worker], T msg --> worker's inbound ring
         task appended to worker.inflight       get_many() -> slot := task
                                                run f, serialize result
@@ -61,7 +62,6 @@ from .._core._channel import Channel, ForkedChild, channel_pair, flush_std_strea
 from .._core._errors import (
     ClosedError,
     ProcessError,
-    RemoteError,
     SerializationError,
     TaskTimeoutError,
     WorkerDiedError,
@@ -70,14 +70,15 @@ from .._core._errors import (
     signal_of,
 )
 from .._core._ring import Ring, new_group
+from .._engine import envelope
+from .._engine.backend import Backend
+from .._engine.jobs import MODE_CALL, MODE_ITEMS, Job, Redo, Task
+from .._engine.log import logger
 from ..monitor import _hook
-from ..pool._jobs import MODE_CALL, MODE_ITEMS, Job, Redo, Task
-from ..pool._results import logger
-from . import Backend
 from ._slots import Slots
 
 if TYPE_CHECKING:
-    from ..pool._stats import WorkerStatistics
+    from .._engine.stats import WorkerStatistics
 
 from ._worker import (
     BATCH_HDR,
@@ -1380,7 +1381,7 @@ class ProcessBackend(Backend):
 
     # -- introspection -----------------------------------------------------------------------
     def worker_statistics(self) -> tuple[WorkerStatistics, ...]:
-        from ..pool._stats import TaskInfo, WorkerStatistics
+        from .._engine.stats import TaskInfo, WorkerStatistics
 
         now = time.monotonic()
         out = []
@@ -1478,33 +1479,9 @@ def _as_serialization_error(exc: BaseException, what: str) -> BaseException:
 
 
 def _remote_exception(body: Any, unserializable: bool = False) -> BaseException:
-    """Re-create a task's exception in the parent, with the worker's traceback as __cause__.
-
-    If the exception object cannot be unpickled here, a :class:`RemoteError` carrying its type
-    name, message and traceback stands in for it: the error is reported, never lost or hung on.
-    """
-    exc_bytes, tb, tname, text = pickle.loads(body)
-    exc: BaseException | None = None
-    note = ""
-    if exc_bytes is not None:
-        try:
-            exc = _serialize.loads(exc_bytes)
-        except BaseException as err:
-            note = f" (the exception could not be unpickled in the parent: {err!r})"
-            exc = None
-    else:
-        note = " (the exception could not be pickled in the worker)"
-    if unserializable:
-        # The task succeeded but its result could not be pickled in the worker.
-        wrapped = SerializationError(text)
-        wrapped.__cause__ = exc if isinstance(exc, BaseException) else remote_traceback(tb)
-        if isinstance(exc, BaseException):
-            exc.__cause__ = remote_traceback(tb)
-        return wrapped
-    if not isinstance(exc, BaseException):
-        exc = RemoteError(f"{tname}: {text}{note}", type_name=tname, remote_traceback=tb)
-    exc.__cause__ = remote_traceback(tb)
-    return exc
+    """Re-create a task's exception in the parent (the engine's error envelope, see
+    ``multitask._engine.envelope``): the original where it unpickles, else a RemoteError."""
+    return envelope.unpack(body, _serialize.loads, unserializable=unserializable)
 
 
 BACKEND = ProcessBackend

@@ -89,7 +89,6 @@ import sys
 import sysconfig
 import threading
 import time
-import traceback
 import types
 from collections.abc import Iterable
 from typing import Any
@@ -102,16 +101,17 @@ import ray.util.queue
 from .._core._errors import (
     ClosedError,
     ProcessError,
-    RemoteError,
     SerializationError,
     TaskTimeoutError,
     WorkerDiedError,
     remote_traceback,
 )
-from ..pool._jobs import MODE_CALL, MODE_MAP, Job, Redo, Task
-from ..pool._results import logger
-from ..pool._stats import TaskInfo, WorkerStatistics
-from . import Backend
+from .._engine import envelope
+from .._engine.backend import Backend
+from .._engine.codes import ST_OK, ST_RAISED
+from .._engine.jobs import MODE_CALL, MODE_MAP, Job, Redo, Task
+from .._engine.log import logger
+from .._engine.stats import TaskInfo, WorkerStatistics
 
 # Arrays at least this large travel through the object store by an explicit ray.put.
 _BIG_ARRAY_BYTES = 1 << 20
@@ -124,9 +124,6 @@ _START_GRACE = 20.0
 _PIPELINE_BELOW = 0.02
 # ... and the one it runs has not been running longer than max(this, 4 x the measured time).
 _HEAD_SLOW_AFTER = 0.005
-
-_ST_OK = 0
-_ST_RAISED = 1
 
 _owned_lock = threading.Lock()
 _owned_users = 0          # pools using a Ray runtime that a pool of ours started
@@ -187,8 +184,8 @@ class _RayWorker:
             else:
                 value = [fn(*a) for a in data]
         except BaseException as exc:
-            return _ST_RAISED, _error_info(exc), t0, time.monotonic()
-        return _ST_OK, value, t0, time.monotonic()
+            return ST_RAISED, _error_info(exc), t0, time.monotonic()
+        return ST_OK, value, t0, time.monotonic()
 
     def forget(self, fid: int) -> None:
         self._funcs.pop(fid, None)
@@ -242,32 +239,17 @@ def _rebind(fn: Any, shared: dict[str, Any]) -> Any:
 
 
 def _error_info(exc: BaseException) -> bytes:
-    """The exception, pickled apart from its description so the driver always gets the text."""
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    tname = f"{type(exc).__module__}.{type(exc).__qualname__}"
-    try:
-        exc_bytes: bytes | None = cloudpickle.dumps(exc, protocol=5)
-    except BaseException:
-        exc_bytes = None
-    return pickle.dumps((exc_bytes, tb, tname, str(exc)), protocol=5)
+    """The engine's error envelope, with an in-band codec (the bytes may leave the machine)."""
+    return envelope.pack(exc, _inband_dumps)
+
+
+def _inband_dumps(obj: Any) -> bytes:
+    return cloudpickle.dumps(obj, protocol=5)
 
 
 def _remote_exception(info: bytes) -> BaseException:
     """Re-create a task's exception in the driver, with the actor's traceback as __cause__."""
-    exc_bytes, tb, tname, text = pickle.loads(info)
-    exc: Any = None
-    note = ""
-    if exc_bytes is not None:
-        try:
-            exc = pickle.loads(exc_bytes)
-        except BaseException as err:
-            note = f" (the exception could not be unpickled in the driver: {err!r})"
-    else:
-        note = " (the exception could not be pickled in the actor)"
-    if not isinstance(exc, BaseException):
-        exc = RemoteError(f"{tname}: {text}{note}", type_name=tname, remote_traceback=tb)
-    exc.__cause__ = remote_traceback(tb)
-    return exc
+    return envelope.unpack(info, pickle.loads, here="driver", there="actor")
 
 
 def _resolve_big(mode: int, data: Any) -> Any:
@@ -360,7 +342,6 @@ class RayBackend(Backend):
         options = dict(self.options)
         address = options.pop("ray_address", None) or os.environ.get("RAY_ADDRESS") or None
         actor_options = dict(options.pop("ray_actor_options", None) or {})
-        options.pop("notify", None)
         if options:
             raise TypeError(f"unknown Pool options for the ray backend: {sorted(options)}")
         if self.max_memory_per_child is not None:
@@ -613,7 +594,7 @@ class RayBackend(Backend):
     def _on_done(self, a: _Actor, call: _Call, fut: Any) -> None:
         try:
             status, value, t0, t1 = fut.result()
-            outcome: tuple[str, Any] = ("ok" if status == _ST_OK else "raised", (value, t0, t1))
+            outcome: tuple[str, Any] = ("ok" if status == ST_OK else "raised", (value, t0, t1))
         except ray.exceptions.RayActorError as exc:
             outcome = ("died", exc)
         except ray.exceptions.RayTaskError as exc:

@@ -53,10 +53,10 @@ import traceback
 from typing import Any
 
 from .._core._errors import ClosedError, ProcessError, TaskTimeoutError, remote_traceback
-from ..pool._jobs import MODE_CALL, MODE_MAP, Job, Task
-from ..pool._results import logger
-from ..pool._stats import TaskInfo, WorkerStatistics
-from . import Backend
+from .._engine.backend import Backend
+from .._engine.jobs import MODE_CALL, MODE_MAP, Job, Task
+from .._engine.log import logger
+from .._engine.stats import TaskInfo, WorkerStatistics
 
 # Overdue tasks are noticed this long after their deadline at most (the watcher sleeps until the
 # next deadline exactly; this only covers clock granularity and scheduling).

@@ -8,7 +8,7 @@
 - :mod:`.timeline` -- :class:`TaskRecord` and :func:`render_timeline`, a self-contained HTML
   Gantt chart of which worker ran which task when.
 
-Layering: this package imports only ``multitask._core`` and ``multitask.pool._stats`` (plain data)
+Layering: this package imports only ``multitask._core`` and ``multitask._engine.stats`` (plain data)
 -- never the Pool, which imports the registry.  Submodules are imported on use so that the Pool's
 ``from multitask.monitor import registry`` does not pull in rich.
 """

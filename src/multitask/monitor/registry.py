@@ -51,7 +51,7 @@ from dataclasses import MISSING, dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..pool._stats import PoolStatistics
+from .._engine.stats import PoolStatistics
 
 __all__ = [
     "FORMAT",

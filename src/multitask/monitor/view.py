@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..pool._stats import PoolStatistics
+from .._engine.stats import PoolStatistics
 from .procinfo import CpuSampler, ProcInfo, proc_info
 from .registry import ProgramEntry
 

@@ -1,26 +1,23 @@
 """Process pools: the stdlib ``multiprocessing.Pool`` API, made crash-proof and fast.
 
-Data flow of one task (process backend; the thread and Ray backends keep the same front end)::
+The front end's part of one task (the same for every backend)::
 
-    pool.apply_async(f, args)                       [caller's thread]
-      -> ApplyJob + AsyncResult; args serialized now (an unpicklable argument raises here)
-      -> backend.submit(job): the job joins the pending queue; workers with room get tasks
-         at once -- the pending table is each worker's ``inflight`` deque (task id -> job)
-      -> task message into that worker's inbound ring (shared memory, no feeder thread)
-    worker process                                  [forked by the pool's zygote]
-      -> takes the message, writes "running task N since t" into its slot, runs f
-      -> result (or exception + traceback) into the pool's outbound ring
-    the caller blocked in get()/next(), else the result thread      [parent]
-      -> pops the task from the worker's inflight deque (results come back in send order)
-      -> hands that worker more tasks, then completes the AsyncResult (callbacks run here)
-    watcher thread                                  [parent]
-      -> the zygote reports a worker's exit; a "died" message follows that worker's results
-         in the outbound ring, so the result thread fails exactly the task(s) it was running
-         (WorkerDiedError / TaskTimeoutError) and re-queues the ones it never started
+    pool.apply_async(f, args)                         [caller's thread]
+      -> check the arguments; ApplyJob (multitask._engine.jobs) + AsyncResult (_results)
+      -> backend.prepare(job): a backend that pickles does it now (unpicklable args raise here)
+      -> backend.submit(job)                           [the backend runs the task: see its module]
+    backend thread (or the caller blocked in get(), where the backend lets it lead)
+      -> job.task_done(task, ok, value, ...) once per task
+           -> Pool.task_finished (counters, timeline, monitor)  [the job's JobOwner]
+           -> AsyncResult._set -> get() returns / raises; callbacks run here
 
-Because the parent always knows which worker holds which task, a dead worker can never make a
+What happens between ``submit`` and ``task_done`` -- rings, the zygote, a dead worker's tasks --
+is drawn once, where the code is: ``multitask/backends/process.py`` (the thread and Ray backends
+have their own, shorter, in their modules).
+
+Because a backend always knows which worker holds which task, a dead worker can never make a
 call hang, which is the stdlib's oldest Pool bug (gh-66587).  ``map`` cuts its input into chunks
-(a chunk is one task) with guided self-scheduling; see ``_jobs``.
+(a chunk is one task) with guided self-scheduling; see ``multitask._engine.jobs``.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -29,7 +26,7 @@ from ._pool import Pool, ThreadPool
 from ._results import ApplyResult, AsyncResult, IMapIterator, MapResult
 
 if TYPE_CHECKING:
-    from ._stats import PoolStatistics, TaskInfo, WorkerStatistics
+    from .._engine.stats import PoolStatistics, TaskInfo, WorkerStatistics
 
 __all__ = [
     "ApplyResult",
@@ -48,7 +45,7 @@ def __getattr__(name: str) -> Any:
     # The statistics dataclasses are imported when first named: dataclasses costs ~10 ms of
     # every program's first Pool() otherwise.
     if name in ("PoolStatistics", "TaskInfo", "WorkerStatistics"):
-        from . import _stats
+        from .._engine import stats as _stats
 
         return getattr(_stats, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from .._core import _stacks
 from .._core._errors import ClosedError
-from ..backends import Backend, load_backend
-from ._jobs import (
+from .._engine.backend import Backend, load_backend
+from .._engine.jobs import (
     MODE_ITEMS,
     MODE_MAP,
     MODE_STARMAP,
@@ -23,8 +23,8 @@ from ._jobs import (
     Job,
     MapJob,
     Task,
-    _qualname,
     materialize,
+    qualname,
 )
 from ._progress import ProgressBar, check_progress
 from ._results import AsyncResult, IMapIterator, MapResult
@@ -32,7 +32,7 @@ from ._results import AsyncResult, IMapIterator, MapResult
 if TYPE_CHECKING:
     import concurrent.futures
 
-    from ._stats import PoolStatistics
+    from .._engine.stats import PoolStatistics
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -200,7 +200,7 @@ class Pool:
             processes=processes, initializer=initializer, initargs=tuple(initargs),
             maxtasksperchild=maxtasksperchild, context=context, task_timeout=self._task_timeout,
             nice=nice, cpu_affinity=affinity,
-            options={**backend_options, "notify": self._notify},
+            options=backend_options, on_change=self._notify,
             max_memory_per_child=max_memory_per_child,
             maxtasksperchild_jitter=float(maxtasksperchild_jitter))
         _stacks.install()   # `multitask ps --stacks` (once per process; never raises)
@@ -367,7 +367,7 @@ class Pool:
 
         Counters are in *items*: a map over 1000 inputs counts 1000.
         """
-        from ._stats import PoolStatistics  # dataclasses: imported when first asked for
+        from .._engine.stats import PoolStatistics  # dataclasses: imported when first asked for
 
         workers = self._backend.worker_statistics()
         running = sum(w.current_task.items for w in workers if w.current_task is not None)
@@ -395,7 +395,7 @@ class Pool:
 
         from ..monitor.timeline import TaskRecord, render_timeline, write_chrome_trace
 
-        records = [TaskRecord(r[0], r[1], r[2], _qualname(r[3]), *r[4:])
+        records = [TaskRecord(r[0], r[1], r[2], qualname(r[3]), *r[4:])
                    for r in list(self._timeline)]
         if path is None:
             return records
@@ -462,7 +462,7 @@ class Pool:
         total = len(items) if isinstance(items, (list, tuple, range)) else None
         bar = ProgressBar(_describe(func), total, progress) if progress else None
         # chunksize 1: every item is its own task.  Backends that can, send cheap items in
-        # groups that keep per-item outcomes (MODE_ITEMS; see _jobs.MapJob._chunk_size).
+        # groups that keep per-item outcomes (MODE_ITEMS; see _engine/jobs.py MapJob._chunk_size).
         mode = MODE_ITEMS if chunksize == 1 and self._backend.item_groups else MODE_MAP
         job = MapJob(self, func, mode, items, result, chunksize=chunksize,
                      workers=self._processes, timeout=timeout, progress=bar)
@@ -475,15 +475,15 @@ class Pool:
             self._backend.submit(job)
         return result
 
-    def _task_finished(self, job: Job, task: Task, ok: bool, started: float, finished: float,
+    def task_finished(self, job: Job, task: Task, ok: bool, started: float, finished: float,
                        worker: int, pid: int | None) -> None:
         """Called once per task by the backend (before the result is delivered)."""
-        self._items_finished(job, task, task.n, 0 if ok else task.n, started, finished, worker,
+        self.items_finished(job, task, task.n, 0 if ok else task.n, started, finished, worker,
                              pid)
         if not ok and isinstance(job.result, AsyncResult):
             self._unretrieved.add(job.result)
 
-    def _items_finished(self, job: Job, task: Task, n: int, failed: int, started: float,
+    def items_finished(self, job: Job, task: Task, n: int, failed: int, started: float,
                         finished: float, worker: int, pid: int | None) -> None:
         """``n`` items of ``task`` finished, ``failed`` of them failed (a whole task, or part of
         an item group): counters, the timeline, the registry."""
@@ -497,12 +497,12 @@ class Pool:
                                task.dispatched, now))
         self._notify()
 
-    def _count_submitted(self, n: int) -> None:
+    def count_submitted(self, n: int) -> None:
         """Items of a lazily fed input are counted as the feeder reads them."""
         with self._counts_lock:
             self._submitted += n
 
-    def _wake_backend(self) -> None:
+    def wake_backend(self) -> None:
         self._backend.wake()
 
     def _report_unretrieved(self, when: str) -> None:

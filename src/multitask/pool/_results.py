@@ -23,25 +23,13 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .._core import _interrupts
 from .._core._errors import TimeoutError
+from .._engine.log import logger
 
 if TYPE_CHECKING:
     import asyncio
 
 T = TypeVar("T")
 
-
-
-class _Logger:
-    """The ``"multitask"`` logger, looked up on first use: importing :mod:`logging` (and
-    :mod:`traceback`) costs ~8 ms that a pool which never logs should not pay at start-up."""
-
-    def __getattr__(self, name: str) -> Any:
-        import logging
-
-        return getattr(logging.getLogger("multitask"), name)
-
-
-logger: Any = _Logger()
 
 _PENDING = object()
 

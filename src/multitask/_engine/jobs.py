@@ -24,16 +24,34 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from ._pool import Pool
+from .codes import MODE_CALL, MODE_ITEMS, MODE_MAP, MODE_STARMAP
 
-MODE_CALL = 0      # data is (args, kwargs); the result is one value
-MODE_MAP = 1       # data is a sequence of items; fn(item) for each; the result is a list
-MODE_STARMAP = 2   # data is a sequence of argument tuples; fn(*item) for each
-MODE_ITEMS = 3     # data is a list of items, each its own task (imap with chunksize 1): fn(item)
-                   # for each, one outcome per item (see MapJob: "item groups")
+__all__ = ["MODE_CALL", "MODE_ITEMS", "MODE_MAP", "MODE_STARMAP", "ApplyJob", "Job", "JobOwner",
+           "MapJob", "Redo", "Task", "materialize", "qualname"]
+
+
+class JobOwner(Protocol):
+    """What a job reports to the front end that made it (a Pool, an Executor).
+
+    Called by backend threads and the feeder thread, never under a backend's lock; each call is
+    cheap and must not block (counters, the timeline, a monitor notification).
+    """
+
+    def task_finished(self, job: Job, task: Task, ok: bool, started: float, finished: float,
+                      worker: int, pid: int | None) -> None:
+        """A whole task ended (before its outcome is delivered to the result object)."""
+
+    def items_finished(self, job: Job, task: Task, n: int, failed: int, started: float,
+                       finished: float, worker: int, pid: int | None) -> None:
+        """``n`` items of an item group ended, ``failed`` of them in an exception."""
+
+    def count_submitted(self, n: int) -> None:
+        """The feeder read ``n`` more items of a lazily fed input."""
+
+    def wake_backend(self) -> None:
+        """A lazily fed job has tasks ready again: the backend should dispatch."""
 
 _task_ids = itertools.count(1)
 
@@ -115,11 +133,12 @@ class Task:
 
 
 class Job(abc.ABC):
-    """One Pool call.  Thread-safe: tasks are pulled by backend threads, fed by a feeder thread."""
+    """One call of a front end (a Pool method, an Executor submit/map).  Thread-safe: tasks are
+    pulled by backend threads, fed by a feeder thread."""
 
-    def __init__(self, pool: Pool, fn: Callable[..., Any], mode: int, result: Any, *,
+    def __init__(self, owner: JobOwner, fn: Callable[..., Any], mode: int, result: Any, *,
                  timeout: float | None, progress: Any = None) -> None:
-        self.pool = pool
+        self.owner = owner
         self.fn = fn
         self.mode = mode
         self.result = result          # AsyncResult / MapResult / IMapIterator / Future adapter
@@ -135,7 +154,7 @@ class Job(abc.ABC):
     @property
     def function_name(self) -> str:
         """``module.qualname`` of the function (computed on demand: off the hot path)."""
-        return _qualname(self.fn)
+        return qualname(self.fn)
 
     # -- supplying tasks (backend threads) --------------------------------------------------
     @abc.abstractmethod
@@ -163,7 +182,7 @@ class Job(abc.ABC):
             self.outstanding -= 1
         if ok:
             self._measure(finished - started, task.n)
-        self.pool._task_finished(self, task, ok, started, finished, worker, pid)
+        self.owner.task_finished(self, task, ok, started, finished, worker, pid)
         keep_going = self._deliver(task, ok, value)
         if not keep_going:
             self.cancel()
@@ -189,7 +208,7 @@ class Job(abc.ABC):
         failed = sum(1 for ok, _ in outcomes if not ok)
         if not failed:
             self._measure(finished - started, n)
-        self.pool._items_finished(self, task, n, failed, started, finished, worker, pid)
+        self.owner.items_finished(self, task, n, failed, started, finished, worker, pid)
         # Consecutive successes are delivered as one chunk; each failure on its own.
         start = task.start + first
         run: list[Any] = []
@@ -232,9 +251,9 @@ class Job(abc.ABC):
 class ApplyJob(Job):
     """``apply``/``apply_async``/``submit``: one task."""
 
-    def __init__(self, pool: Pool, fn: Callable[..., Any], args: tuple, kwargs: dict,
+    def __init__(self, owner: JobOwner, fn: Callable[..., Any], args: tuple, kwargs: dict,
                  result: Any, *, timeout: float | None) -> None:
-        super().__init__(pool, fn, MODE_CALL, result, timeout=timeout)
+        super().__init__(owner, fn, MODE_CALL, result, timeout=timeout)
         self.task: Task | None = Task(self, 0, (args, kwargs), 1)
 
     def next_task(self) -> Task | None:
@@ -256,10 +275,10 @@ class ApplyJob(Job):
 class MapJob(Job):
     """``map``/``imap``/``starmap`` and their async forms: many items, cut into chunks."""
 
-    def __init__(self, pool: Pool, fn: Callable[..., Any], mode: int, items: Any, result: Any,
-                 *, chunksize: int | None, workers: int, timeout: float | None,
+    def __init__(self, owner: JobOwner, fn: Callable[..., Any], mode: int, items: Any,
+                 result: Any, *, chunksize: int | None, workers: int, timeout: float | None,
                  progress: Any = None) -> None:
-        super().__init__(pool, fn, mode, result, timeout=timeout, progress=progress)
+        super().__init__(owner, fn, mode, result, timeout=timeout, progress=progress)
         self.chunksize = chunksize
         self.workers = max(1, workers)
         self._next = 0
@@ -431,9 +450,9 @@ class _Feeder:
                     self.buffer.append(item)
                     self.total += 1
                     starving = len(self.buffer) == 1
-                self.job.pool._count_submitted(1)
+                self.job.owner.count_submitted(1)
                 if starving:
-                    self.job.pool._wake_backend()
+                    self.job.owner.wake_backend()
         except BaseException as exc:  # the user's iterator raised (see MapJob.iterable_failed)
             self.error = exc
         finally:
@@ -442,7 +461,7 @@ class _Feeder:
         if self.error is not None and not self.job.iterable_failed(self.error, self.total):
             return
         self.job.feeder_finished(self.total)
-        self.job.pool._wake_backend()
+        self.job.owner.wake_backend()
 
     def take(self, size: int) -> tuple[int, list[Any]] | None:
         with self._cond:
@@ -464,7 +483,8 @@ class _Feeder:
             self._cond.notify_all()
 
 
-def _qualname(fn: Any) -> str:
+def qualname(fn: Any) -> str:
+    """``module.qualname`` of a callable, for messages and the timeline."""
     module = getattr(fn, "__module__", None) or "?"
     name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
     return f"{module}.{name}"
