@@ -342,3 +342,38 @@ def test_a_joined_process_is_collectable_at_once(ctx):
         del p
         gc.collect()
         assert ref() is None, gc.get_referrers(ref())
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="the warning is new in Python 3.12")
+def test_fork_warns_about_threads_only_when_they_are_not_ours():
+    """3.12+ warns at fork() when the process has threads.  multitask's own (the reaper that a
+    first child starts) must not make a program warn that would not with the stdlib; a thread
+    of the program's must still warn, as with the stdlib."""
+    import threading
+    import warnings
+
+    ctx = multitask.get_context("fork")
+    first = _started(ctx, _sleep, 60)          # the reaper thread now runs
+    stop = threading.Event()
+    user = threading.Thread(target=stop.wait, name="user-thread")
+    try:
+        assert any(t.name == "multitask-reaper" for t in threading.enumerate())
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            p = ctx.Process(target=os.getpid)
+            p.start()
+            p.join()
+        assert not [w for w in caught if issubclass(w.category, DeprecationWarning)]
+        user.start()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            p = ctx.Process(target=os.getpid)
+            p.start()
+            p.join()
+        assert [w for w in caught if "multi-threaded" in str(w.message)]
+    finally:
+        stop.set()
+        if user.is_alive():
+            user.join()
+        first.kill()
+        first.join()

@@ -109,7 +109,11 @@ def _popen_class(method: str) -> type | None:
     class _Popen(_LockedPollMixin, mod.Popen):
         def __init__(self, process_obj: Any) -> None:
             self._init_lock()
-            super().__init__(process_obj)
+            if method == "fork":   # 3.12's fork-with-threads warning, for threads not ours
+                with _spawn.fork_warning_for_foreign_threads():
+                    super().__init__(process_obj)
+            else:
+                super().__init__(process_obj)
 
     _Popen.__name__ = _Popen.__qualname__ = f"_{method.capitalize()}Popen"
     _POPEN[method] = _Popen

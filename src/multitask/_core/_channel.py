@@ -122,7 +122,10 @@ class ForkedChild:
             # EOF on this pipe once the child (and whatever inherited its end) has exited
             self._fd_r, self._fd_w = os.pipe()
         flush_std_streams()
-        pid = os.fork()
+        from ._spawn import fork_warning_for_foreign_threads
+
+        with fork_warning_for_foreign_threads():
+            pid = os.fork()
         if pid == 0:
             code = 1
             try:

@@ -26,7 +26,7 @@ import select
 import signal
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
 __all__ = [
@@ -622,6 +622,33 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(before=_reaper._before_fork,
                         after_in_parent=_reaper._after_fork_in_parent,
                         after_in_child=_reaper._reinit_in_child)
+
+
+def fork_is_safe() -> bool:
+    """True if every other live Python thread is a multitask thread (named ``multitask-*``):
+    those hold no lock across a fork (their locks are taken around ``os.fork`` by
+    ``register_at_fork`` hooks, or never while a fork can happen)."""
+    me = threading.current_thread()
+    return all(t is me or t.name.startswith("multitask-") for t in threading.enumerate())
+
+
+@contextlib.contextmanager
+def fork_warning_for_foreign_threads() -> Iterator[None]:
+    """Around an ``os.fork()`` of multitask's: Python 3.12+ warns (``DeprecationWarning``,
+    "This process is multi-threaded, use of fork() may lead to deadlocks") whenever the process
+    has another thread.  When the only others are multitask's own (:func:`fork_is_safe`) the
+    warning is wrong, and hidden: a program that would not warn with the stdlib alone does not
+    warn because multitask runs a reaper thread.  With any other thread it is shown, as the
+    stdlib shows it."""
+    if sys.version_info < (3, 12) or not fork_is_safe():
+        yield
+        return
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"This process \(pid=\d+\) is multi-threaded",
+                                category=DeprecationWarning)
+        yield
 
 
 def reap_in_background(popen: _Pollable, sentinel: int | None = None) -> None:

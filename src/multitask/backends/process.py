@@ -226,7 +226,7 @@ class ProcessBackend(Backend):
         # Forking a multi-threaded parent can deadlock the child on a lock another thread held
         # (gh-84559): the zygote is forked only when every other thread is one of multitask's
         # own (which hold no lock across a fork), and started through a forkserver otherwise.
-        if method == "fork" and not _fork_is_safe():
+        if method == "fork" and not _spawn.fork_is_safe():
             method = "forkserver"
         # Forked zygote: untracked rings, all of one group.  No resource tracker is started for
         # the pool (a fork+exec of a new interpreter in every first Pool()); after a crash the
@@ -330,7 +330,8 @@ class ProcessBackend(Backend):
         w = self._workers[0]
         crash = new_crash_report()
         flush_std_streams()
-        pid = os.fork()
+        with _spawn.fork_warning_for_foreign_threads():
+            pid = os.fork()
         if pid == 0:
             try:
                 for chan in close_in_child:
@@ -1439,12 +1440,6 @@ def _parent_pid_of(pid: int) -> int | None:
         return None
     # "pid (comm) state ppid ...": comm may hold spaces and parentheses
     return int(stat[stat.rindex(b")") + 2:].split(None, 2)[1])
-
-
-def _fork_is_safe() -> bool:
-    """True if every other live Python thread is a multitask thread (named ``multitask-*``)."""
-    me = threading.current_thread()
-    return all(t is me or t.name.startswith("multitask-") for t in threading.enumerate())
 
 
 def _dumps_function(fn: Any, main_at_fork: dict[str, Any]) -> bytes:
