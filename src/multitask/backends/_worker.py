@@ -80,7 +80,6 @@ from .._engine.codes import (
     MODE_CALL,
     MODE_ITEMS,
     MODE_MAP,
-    MODE_STARMAP,
     ST_OK,
     ST_RAISED,
     ST_UNSERIALIZABLE,
