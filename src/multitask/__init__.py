@@ -12,18 +12,18 @@ workers started by ``spawn`` -- and NumPy or Ray are imported only by the names 
 import importlib as _importlib
 import typing as _typing
 
-from ._core._errors import (
-    AuthenticationError,
-    BufferTooShort,
-    ClosedError,
-    MultitaskError,
-    ProcessError,
-    RemoteError,
-    SerializationError,
-    TaskTimeoutError,
-    TimeoutError,
-    WorkerDiedError,
-)
+# "from m import X as X": an explicit re-export, which type checkers (mypy --strict, pyright)
+# require here since they cannot evaluate __all__ below.
+from ._core._errors import AuthenticationError as AuthenticationError
+from ._core._errors import BufferTooShort as BufferTooShort
+from ._core._errors import ClosedError as ClosedError
+from ._core._errors import MultitaskError as MultitaskError
+from ._core._errors import ProcessError as ProcessError
+from ._core._errors import RemoteError as RemoteError
+from ._core._errors import SerializationError as SerializationError
+from ._core._errors import TaskTimeoutError as TaskTimeoutError
+from ._core._errors import TimeoutError as TimeoutError
+from ._core._errors import WorkerDiedError as WorkerDiedError
 
 __version__ = "0.1.0"
 
@@ -88,44 +88,44 @@ __all__ = sorted([
 ])
 
 if _typing.TYPE_CHECKING:  # static names for type checkers and IDEs; at run time they load lazily
-    from .context import (
-        Array,
-        Barrier,
-        BoundedSemaphore,
-        Condition,
-        Event,
-        JoinableQueue,
-        Lock,
-        Manager,
-        Pipe,
-        Pool,
-        Process,
-        Queue,
-        RawArray,
-        RawValue,
-        RLock,
-        Semaphore,
-        SimpleQueue,
-        Value,
-        active_children,
-        allow_connection_pickling,
-        cpu_count,
-        current_process,
-        freeze_support,
-        get_all_start_methods,
-        get_context,
-        get_logger,
-        get_start_method,
-        log_to_stderr,
-        parent_process,
-        reducer,
-        set_executable,
-        set_forkserver_preload,
-        set_start_method,
-    )
-    from .pipeline import Pipeline
-    from .pool import AsyncResult, PoolStatistics, WorkerStatistics
-    from .shared import shared_array
+    from .context import Array as Array
+    from .context import Barrier as Barrier
+    from .context import BoundedSemaphore as BoundedSemaphore
+    from .context import Condition as Condition
+    from .context import Event as Event
+    from .context import JoinableQueue as JoinableQueue
+    from .context import Lock as Lock
+    from .context import Manager as Manager
+    from .context import Pipe as Pipe
+    from .context import Pool as Pool
+    from .context import Process as Process
+    from .context import Queue as Queue
+    from .context import RawArray as RawArray
+    from .context import RawValue as RawValue
+    from .context import RLock as RLock
+    from .context import Semaphore as Semaphore
+    from .context import SimpleQueue as SimpleQueue
+    from .context import Value as Value
+    from .context import active_children as active_children
+    from .context import allow_connection_pickling as allow_connection_pickling
+    from .context import cpu_count as cpu_count
+    from .context import current_process as current_process
+    from .context import freeze_support as freeze_support
+    from .context import get_all_start_methods as get_all_start_methods
+    from .context import get_context as get_context
+    from .context import get_logger as get_logger
+    from .context import get_start_method as get_start_method
+    from .context import log_to_stderr as log_to_stderr
+    from .context import parent_process as parent_process
+    from .context import reducer as reducer
+    from .context import set_executable as set_executable
+    from .context import set_forkserver_preload as set_forkserver_preload
+    from .context import set_start_method as set_start_method
+    from .pipeline import Pipeline as Pipeline
+    from .pool import AsyncResult as AsyncResult
+    from .pool import PoolStatistics as PoolStatistics
+    from .pool import WorkerStatistics as WorkerStatistics
+    from .shared import shared_array as shared_array
 
 
 def __getattr__(name: str) -> _typing.Any:

@@ -135,7 +135,7 @@ def _demo_crawler(console: Console, workdir: str) -> bool:
         "Python's GIL, so the others can run), while two processes parse. The missing page did "
         "not stop the crawl: the fetch stage uses on_error=\"skip\", which collects failures "
         "in pipeline.errors and goes on.\n")
-    same = crawler.summary(serial_db) == crawler.summary(parallel_db)
+    same: bool = crawler.summary(serial_db) == crawler.summary(parallel_db)
     if not same:
         console.print("[red]  the serial and parallel databases differ!")
     return same and serial_pages == report.pages

@@ -23,10 +23,31 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from multiprocessing import reduction as _reduction
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from . import process
 from ._core import _spawn
+
+if TYPE_CHECKING:  # the factories' return types; imported on use at run time (import time)
+    import logging
+    from _ctypes import _CData
+    from ctypes import Array as _CArray
+    from ctypes import _SimpleCData, c_char
+    from multiprocessing import synchronize as _mps
+    from multiprocessing.process import BaseProcess
+    from multiprocessing.sharedctypes import (
+        Synchronized,
+        SynchronizedArray,
+        SynchronizedBase,
+        SynchronizedString,
+    )
+    from types import ModuleType
+
+    from . import queues, synchronize
+    from .connection import Connection
+    from .managers import SyncManager
+    from .pool import Pool as _Pool
+    from .sharedctypes import _CT, _T, _FloatCode, _IntCode, _LockLike
 
 __all__ = [
     "Array", "Barrier", "BoundedSemaphore", "Condition", "Context", "DefaultContext", "Event",
@@ -48,17 +69,17 @@ class Context:
     # -- processes ---------------------------------------------------------------------------
 
     @staticmethod
-    def current_process() -> Any:
+    def current_process() -> BaseProcess:
         """The process object of the calling process."""
         return process.current_process()
 
     @staticmethod
-    def parent_process() -> Any:
+    def parent_process() -> BaseProcess | None:
         """The parent's process object, or ``None`` in the main process."""
         return process.parent_process()
 
     @staticmethod
-    def active_children() -> list[Any]:
+    def active_children() -> list[BaseProcess]:
         """Live children of this process; reaps finished ones."""
         return process.active_children()
 
@@ -69,115 +90,193 @@ class Context:
 
     # -- communication -----------------------------------------------------------------------
 
-    def Pipe(self, duplex: bool = True) -> tuple[Any, Any]:
+    def Pipe(self, duplex: bool = True) -> tuple[Connection, Connection]:
         """Two connected :class:`multitask.connection.Connection` objects (see ``Pipe``)."""
         from .connection import Pipe
 
         return Pipe(duplex)
 
-    def Queue(self, maxsize: int = 0) -> Any:
+    # The primitives are made for self.get_context(): this context, or for the default context
+    # the actual one (fixing the default start method, as the stdlib's BaseContext does).
+
+    def Queue(self, maxsize: int = 0) -> queues.Queue[Any]:
         """A process-safe FIFO queue (``multitask.queues.Queue``)."""
         from .queues import Queue
 
-        return Queue(maxsize, ctx=self)
+        return Queue(maxsize, ctx=self.get_context())
 
-    def SimpleQueue(self) -> Any:
+    def SimpleQueue(self) -> queues.SimpleQueue[Any]:
         """An unbounded queue without a feeder thread (``multitask.queues.SimpleQueue``)."""
         from .queues import SimpleQueue
 
-        return SimpleQueue(ctx=self)
+        return SimpleQueue(ctx=self.get_context())
 
-    def JoinableQueue(self, maxsize: int = 0) -> Any:
+    def JoinableQueue(self, maxsize: int = 0) -> queues.JoinableQueue[Any]:
         """A :meth:`Queue` with ``task_done``/``join`` (``multitask.queues.JoinableQueue``)."""
         from .queues import JoinableQueue
 
-        return JoinableQueue(maxsize, ctx=self)
+        return JoinableQueue(maxsize, ctx=self.get_context())
 
     def Pool(self, processes: int | None = None,
              initializer: Callable[..., Any] | None = None, initargs: Iterable[Any] = (),
-             maxtasksperchild: int | None = None, **kwargs: Any) -> Any:
-        """A worker pool using this context (``multitask.pool.Pool``)."""
-        from .pool import Pool  # type: ignore[attr-defined,unused-ignore]
+             maxtasksperchild: int | None = None, **kwargs: Any) -> _Pool:
+        """A worker pool using this context (``multitask.pool.Pool``; ``kwargs``: its
+        keyword-only options, ``task_timeout=``, ``backend=``...)."""
+        from .pool import Pool
 
-        return Pool(processes, initializer, initargs, maxtasksperchild, context=self, **kwargs)
+        return Pool(processes, initializer, initargs, maxtasksperchild,
+                    context=self.get_context(), **kwargs)
 
-    def Manager(self) -> Any:
+    def Manager(self) -> SyncManager:
         """Start and return a :class:`multitask.managers.SyncManager` (a server process)."""
         from .managers import Manager
 
-        return Manager(ctx=self)
+        return Manager(ctx=self.get_context())
 
     # -- synchronisation ---------------------------------------------------------------------
 
-    def Lock(self) -> Any:
+    def Lock(self) -> synchronize.Lock:
         """A non-recursive process-shared lock."""
         from .synchronize import Lock
 
-        return Lock(ctx=self)
+        return Lock(ctx=self.get_context())
 
-    def RLock(self) -> Any:
+    def RLock(self) -> synchronize.RLock:
         """A recursive process-shared lock."""
         from .synchronize import RLock
 
-        return RLock(ctx=self)
+        return RLock(ctx=self.get_context())
 
-    def Semaphore(self, value: int = 1) -> Any:
+    def Semaphore(self, value: int = 1) -> synchronize.Semaphore:
         """A process-shared semaphore; ``ValueError`` if ``value`` is negative."""
         from .synchronize import Semaphore
 
-        return Semaphore(value, ctx=self)
+        return Semaphore(value, ctx=self.get_context())
 
-    def BoundedSemaphore(self, value: int = 1) -> Any:
+    def BoundedSemaphore(self, value: int = 1) -> synchronize.BoundedSemaphore:
         """A semaphore that refuses to be released above its initial value."""
         from .synchronize import BoundedSemaphore
 
-        return BoundedSemaphore(value, ctx=self)
+        return BoundedSemaphore(value, ctx=self.get_context())
 
-    def Condition(self, lock: Any = None) -> Any:
+    def Condition(self, lock: _mps.Lock | _mps.RLock | None = None) -> synchronize.Condition:
         """A process-shared condition variable (over ``lock`` or a new ``RLock``)."""
         from .synchronize import Condition
 
-        return Condition(lock, ctx=self)
+        return Condition(lock, ctx=self.get_context())
 
-    def Event(self) -> Any:
+    def Event(self) -> synchronize.Event:
         """A process-shared event."""
         from .synchronize import Event
 
-        return Event(ctx=self)
+        return Event(ctx=self.get_context())
 
     def Barrier(self, parties: int, action: Callable[[], Any] | None = None,
-                timeout: float | None = None) -> Any:
+                timeout: float | None = None) -> synchronize.Barrier:
         """A process-shared barrier for ``parties`` processes."""
         from .synchronize import Barrier
 
-        return Barrier(parties, action, timeout, ctx=self)
+        return Barrier(parties, action, timeout, ctx=self.get_context())
 
     # -- shared memory -----------------------------------------------------------------------
 
-    def RawValue(self, typecode_or_type: Any, *args: Any) -> Any:
+    @overload
+    def RawValue(self, typecode_or_type: type[_CT], *args: Any) -> _CT: ...
+    @overload
+    def RawValue(self, typecode_or_type: str, *args: Any) -> Any: ...
+    def RawValue(self, typecode_or_type: str | type[_CData], *args: Any) -> Any:
         """A ctypes object in shared memory, without a lock."""
         from .sharedctypes import RawValue
 
         return RawValue(typecode_or_type, *args)
 
-    def RawArray(self, typecode_or_type: Any, size_or_initializer: Any) -> Any:
+    @overload
+    def RawArray(self, typecode_or_type: type[_CT],
+                 size_or_initializer: int | Sequence[Any]) -> _CArray[_CT]: ...
+    @overload
+    def RawArray(self, typecode_or_type: str, size_or_initializer: int | Sequence[Any]) -> Any: ...
+    def RawArray(self, typecode_or_type: str | type[_CData],
+                 size_or_initializer: int | Sequence[Any]) -> Any:
         """A ctypes array in shared memory, without a lock."""
         from .sharedctypes import RawArray
 
         return RawArray(typecode_or_type, size_or_initializer)
 
-    def Value(self, typecode_or_type: Any, *args: Any, lock: Any = True) -> Any:
+    # Value and Array: the overloads of multitask.sharedctypes.Value/Array, without ctx.
+    @overload
+    def Value(self, typecode_or_type: type[_CT], *args: Any, lock: Literal[False]) -> _CT: ...
+    @overload
+    def Value(self, typecode_or_type: str, *args: Any, lock: Literal[False]) -> Any: ...
+    @overload
+    def Value(self, typecode_or_type: type[_SimpleCData[_T]], *args: Any,
+              lock: Literal[True] | _LockLike = True) -> Synchronized[_T]: ...
+    @overload
+    def Value(self, typecode_or_type: type[_CT], *args: Any,
+              lock: Literal[True] | _LockLike = True) -> SynchronizedBase[_CT]: ...
+    @overload
+    def Value(self, typecode_or_type: _IntCode, *args: Any,
+              lock: Literal[True] | _LockLike = True) -> Synchronized[int]: ...
+    @overload
+    def Value(self, typecode_or_type: _FloatCode, *args: Any,
+              lock: Literal[True] | _LockLike = True) -> Synchronized[float]: ...
+    @overload
+    def Value(self, typecode_or_type: Literal["c"], *args: Any,
+              lock: Literal[True] | _LockLike = True) -> Synchronized[bytes]: ...
+    @overload
+    def Value(self, typecode_or_type: Literal["u"], *args: Any,
+              lock: Literal[True] | _LockLike = True) -> Synchronized[str]: ...
+    @overload
+    def Value(self, typecode_or_type: str, *args: Any,
+              lock: Literal[True] | _LockLike = True) -> Synchronized[Any]: ...
+    @overload
+    def Value(self, typecode_or_type: str | type[_CData], *args: Any,
+              lock: bool | _LockLike = True) -> Any: ...
+    def Value(self, typecode_or_type: str | type[_CData], *args: Any,
+              lock: bool | _LockLike = True) -> Any:
         """A ctypes object in shared memory, synchronised by ``lock`` (see ``sharedctypes``)."""
         from .sharedctypes import Value
 
-        return Value(typecode_or_type, *args, lock=lock, ctx=self)
+        return Value(typecode_or_type, *args, lock=lock, ctx=self.get_context())
 
-    def Array(self, typecode_or_type: Any, size_or_initializer: Any, *,
-              lock: Any = True) -> Any:
+    @overload
+    def Array(self, typecode_or_type: type[_CT], size_or_initializer: int | Sequence[Any], *,
+              lock: Literal[False]) -> _CArray[_CT]: ...
+    @overload
+    def Array(self, typecode_or_type: str, size_or_initializer: int | Sequence[Any], *,
+              lock: Literal[False]) -> Any: ...
+    @overload
+    def Array(self, typecode_or_type: type[c_char] | Literal["c"],
+              size_or_initializer: int | Sequence[Any], *,
+              lock: Literal[True] | _LockLike = True) -> SynchronizedString: ...
+    @overload
+    def Array(self, typecode_or_type: type[_SimpleCData[_T]],
+              size_or_initializer: int | Sequence[Any], *,
+              lock: Literal[True] | _LockLike = True) -> SynchronizedArray[_T]: ...
+    @overload
+    def Array(self, typecode_or_type: type[_CData], size_or_initializer: int | Sequence[Any],
+              *, lock: Literal[True] | _LockLike = True) -> SynchronizedArray[Any]: ...
+    @overload
+    def Array(self, typecode_or_type: _IntCode, size_or_initializer: int | Sequence[Any], *,
+              lock: Literal[True] | _LockLike = True) -> SynchronizedArray[int]: ...
+    @overload
+    def Array(self, typecode_or_type: _FloatCode, size_or_initializer: int | Sequence[Any], *,
+              lock: Literal[True] | _LockLike = True) -> SynchronizedArray[float]: ...
+    @overload
+    def Array(self, typecode_or_type: Literal["u"], size_or_initializer: int | Sequence[Any],
+              *, lock: Literal[True] | _LockLike = True) -> SynchronizedArray[str]: ...
+    @overload
+    def Array(self, typecode_or_type: str, size_or_initializer: int | Sequence[Any], *,
+              lock: Literal[True] | _LockLike = True) -> SynchronizedArray[Any]: ...
+    @overload
+    def Array(self, typecode_or_type: str | type[_CData],
+              size_or_initializer: int | Sequence[Any], *,
+              lock: bool | _LockLike = True) -> Any: ...
+    def Array(self, typecode_or_type: str | type[_CData],
+              size_or_initializer: int | Sequence[Any], *, lock: bool | _LockLike = True) -> Any:
         """A ctypes array in shared memory, synchronised by ``lock`` (see ``sharedctypes``)."""
         from .sharedctypes import Array
 
-        return Array(typecode_or_type, size_or_initializer, lock=lock, ctx=self)
+        return Array(typecode_or_type, size_or_initializer, lock=lock, ctx=self.get_context())
 
     # -- misc (same as the stdlib) -----------------------------------------------------------
 
@@ -190,14 +289,14 @@ class Context:
             freeze_support()
 
     @staticmethod
-    def get_logger() -> Any:
+    def get_logger() -> logging.Logger:
         """The ``multiprocessing`` logger (shared with the stdlib)."""
         from multiprocessing import util  # imported on use: it imports subprocess (~2 ms)
 
         return util.get_logger()
 
     @staticmethod
-    def log_to_stderr(level: int | None = None) -> Any:
+    def log_to_stderr(level: int | str | None = None) -> logging.Logger:
         """Turn on logging of the ``multiprocessing`` logger to stderr."""
         from multiprocessing import util
 
@@ -232,12 +331,26 @@ class Context:
 
     # -- start methods -----------------------------------------------------------------------
 
+    @overload
+    def get_context(self, method: None = None) -> Context: ...
+    @overload
+    def get_context(self, method: Literal["fork"]) -> ForkContext: ...
+    @overload
+    def get_context(self, method: Literal["spawn"]) -> SpawnContext: ...
+    @overload
+    def get_context(self, method: Literal["forkserver"]) -> ForkServerContext: ...
+    @overload
+    def get_context(self, method: str | None = None) -> Context: ...
     def get_context(self, method: str | None = None) -> Context:
         """The context for ``method`` (``None``: this one).  ``ValueError`` if unknown."""
         if method is None:
             return self
         return _concrete_context(method)
 
+    @overload
+    def get_start_method(self, allow_none: Literal[False] = False) -> str: ...
+    @overload
+    def get_start_method(self, allow_none: bool = False) -> str | None: ...
     def get_start_method(self, allow_none: bool = False) -> str | None:
         """This context's start method."""
         return self._name
@@ -255,7 +368,7 @@ class Context:
         return methods
 
     @property
-    def reducer(self) -> Any:
+    def reducer(self) -> ModuleType:
         """The pickling module used to send objects to children (the stdlib's reduction)."""
         return _reduction
 
@@ -294,6 +407,14 @@ _concrete_contexts: dict[str, Context] = {
 }
 
 
+@overload
+def _concrete_context(method: Literal["fork"]) -> ForkContext: ...
+@overload
+def _concrete_context(method: Literal["spawn"]) -> SpawnContext: ...
+@overload
+def _concrete_context(method: Literal["forkserver"]) -> ForkServerContext: ...
+@overload
+def _concrete_context(method: str) -> Context: ...
 def _concrete_context(method: str) -> Context:
     if not isinstance(method, str):
         raise TypeError(f"start method must be a string, not {type(method).__name__}")
@@ -316,6 +437,16 @@ class DefaultContext(Context):
         self._default_context = context
         self._actual_context: Context | None = None
 
+    @overload
+    def get_context(self, method: None = None) -> Context: ...
+    @overload
+    def get_context(self, method: Literal["fork"]) -> ForkContext: ...
+    @overload
+    def get_context(self, method: Literal["spawn"]) -> SpawnContext: ...
+    @overload
+    def get_context(self, method: Literal["forkserver"]) -> ForkServerContext: ...
+    @overload
+    def get_context(self, method: str | None = None) -> Context: ...
     def get_context(self, method: str | None = None) -> Context:
         """The context for ``method``; with ``None`` the default (fixing it, as the stdlib)."""
         if method is None:
@@ -340,6 +471,10 @@ class DefaultContext(Context):
             raise ValueError("method must be a start method name, e.g. 'spawn'")
         self._actual_context = self.get_context(method)
 
+    @overload
+    def get_start_method(self, allow_none: Literal[False] = False) -> str: ...
+    @overload
+    def get_start_method(self, allow_none: bool = False) -> str | None: ...
     def get_start_method(self, allow_none: bool = False) -> str | None:
         """The default start method; with ``allow_none`` ``None`` if not chosen yet."""
         if self._actual_context is None:
@@ -348,58 +483,10 @@ class DefaultContext(Context):
             self._actual_context = self._default_context
         return self._actual_context._name
 
-    def _proxy(self) -> Context:
-        return self.get_context()
-
-    # Every primitive is made by the actual context, so its start method is the default's.
-    def Pipe(self, duplex: bool = True) -> tuple[Any, Any]:
-        return self._proxy().Pipe(duplex)
-
-    def Queue(self, maxsize: int = 0) -> Any:
-        return self._proxy().Queue(maxsize)
-
-    def SimpleQueue(self) -> Any:
-        return self._proxy().SimpleQueue()
-
-    def JoinableQueue(self, maxsize: int = 0) -> Any:
-        return self._proxy().JoinableQueue(maxsize)
-
-    def Pool(self, processes: int | None = None,
-             initializer: Callable[..., Any] | None = None, initargs: Iterable[Any] = (),
-             maxtasksperchild: int | None = None, **kwargs: Any) -> Any:
-        return self._proxy().Pool(processes, initializer, initargs, maxtasksperchild, **kwargs)
-
-    def Manager(self) -> Any:
-        return self._proxy().Manager()
-
-    def Lock(self) -> Any:
-        return self._proxy().Lock()
-
-    def RLock(self) -> Any:
-        return self._proxy().RLock()
-
-    def Semaphore(self, value: int = 1) -> Any:
-        return self._proxy().Semaphore(value)
-
-    def BoundedSemaphore(self, value: int = 1) -> Any:
-        return self._proxy().BoundedSemaphore(value)
-
-    def Condition(self, lock: Any = None) -> Any:
-        return self._proxy().Condition(lock)
-
-    def Event(self) -> Any:
-        return self._proxy().Event()
-
-    def Barrier(self, parties: int, action: Callable[[], Any] | None = None,
-                timeout: float | None = None) -> Any:
-        return self._proxy().Barrier(parties, action, timeout)
-
-    def Value(self, typecode_or_type: Any, *args: Any, lock: Any = True) -> Any:
-        return self._proxy().Value(typecode_or_type, *args, lock=lock)
-
-    def Array(self, typecode_or_type: Any, size_or_initializer: Any, *,
-              lock: Any = True) -> Any:
-        return self._proxy().Array(typecode_or_type, size_or_initializer, lock=lock)
+    # The primitives are Context's methods, made for get_context(): the actual context.  Pipe
+    # fixes the start method too (as it always has here; the stdlib's does not).
+    def Pipe(self, duplex: bool = True) -> tuple[Connection, Connection]:
+        return self.get_context().Pipe(duplex)
 
     def __repr__(self) -> str:
         return f"<multitask default context ({self.get_start_method(allow_none=True)!r})>"

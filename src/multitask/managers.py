@@ -30,7 +30,7 @@ import ipaddress
 import multiprocessing
 import socket
 from multiprocessing import managers as _mpm_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._core._errors import AuthenticationError
 
@@ -41,10 +41,17 @@ __all__ = ["BaseManager", "BaseProxy", "DictProxy", "ListProxy", "Manager", "Nam
 
 # The stdlib's: it serves SharedMemory blocks and unlinks them all at shutdown.
 SharedMemoryManager = _mpm_module.SharedMemoryManager
-BaseManager = _mpm.BaseManager
-BaseProxy = _mpm.BaseProxy
-Namespace = _mpm.Namespace
-Token = _mpm.Token
+BaseManager = _mpm_module.BaseManager
+BaseProxy = _mpm_module.BaseProxy
+Namespace = _mpm_module.Namespace
+Token = _mpm_module.Token
+
+if TYPE_CHECKING:  # typeshed's proxies are generic; at run time they cannot be subscripted
+    _ListProxyBase = _mpm_module.ListProxy[Any]
+    _DictProxyBase = _mpm_module.DictProxy[Any, Any]
+else:
+    _ListProxyBase = _mpm_module.ListProxy
+    _DictProxyBase = _mpm_module.DictProxy
 
 # BaseManager's shutdown_timeout is new in Python 3.11 (before it, the server was given 1 s,
 # and 0.1 s after terminate()); on 3.10 multitask keeps the value and honours it itself.
@@ -218,13 +225,13 @@ class SyncManager(_mpm_module.SyncManager):
 # 3.14 the stdlib's own are equivalent).
 
 
-class ListProxy(_mpm.ListProxy):
+class ListProxy(_ListProxyBase):
     """The stdlib's list proxy, plus ``clear()`` and ``copy()`` (3.14)."""
 
     _exposed_ = tuple(dict.fromkeys((*_mpm.ListProxy._exposed_, "clear", "copy")))
 
 
-class DictProxy(_mpm.DictProxy):
+class DictProxy(_DictProxyBase):
     """The stdlib's dict proxy, plus ``|``, ``|=``, ``fromkeys()`` and ``reversed()`` (3.14)."""
 
     _exposed_ = tuple(dict.fromkeys((*_mpm.DictProxy._exposed_, "__or__", "__ror__", "__ior__",
@@ -236,11 +243,13 @@ class DictProxy(_mpm.DictProxy):
         self._callmethod("update", (other,))
         return self
 
-    def __or__(self, other: Any) -> dict:
-        return self._callmethod("__or__", (other,))
+    def __or__(self, other: Any) -> dict[Any, Any]:
+        # typeshed says _callmethod returns None; it returns the remote call's result
+        return self._callmethod("__or__", (other,))  # type: ignore[func-returns-value,return-value]
 
-    def __ror__(self, other: Any) -> dict:
-        return self._callmethod("__ror__", (other,))
+    def __ror__(self, other: Any) -> dict[Any, Any]:
+        # typeshed says _callmethod returns None; it returns the remote call's result
+        return self._callmethod("__ror__", (other,))  # type: ignore[func-returns-value,return-value]
 
     def __reversed__(self) -> Any:
         return self._callmethod("__reversed__")
@@ -255,7 +264,7 @@ _SET_METHODS = (
 )
 
 
-class SetProxy(_mpm.BaseProxy):
+class SetProxy(BaseProxy):
     """A proxy for a ``set`` in the manager's process (``manager.set()``, Python 3.14): the
     set's methods and operators; ``|=``, ``&=``, ``-=``, ``^=`` update it in place there."""
 

@@ -195,7 +195,8 @@ def _dumps(obj: Any) -> bytes:
         return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:
         try:
-            return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+            data: bytes = cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+            return data
         except Exception as exc:
             raise SerializationError(
                 f"cannot pickle {type(obj).__qualname__} object {_short_repr(obj)}: {exc}"

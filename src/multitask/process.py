@@ -85,7 +85,9 @@ class _LockedPollMixin:
 
     def poll(self, flag: int = os.WNOHANG) -> int | None:
         with self._poll_lock:
-            return super().poll(flag)  # type: ignore[misc]
+            # a mixin: super() is the stdlib Popen class after it in the MRO
+            code: int | None = super().poll(flag)  # type: ignore[misc]
+            return code
 
 
 _POPEN: dict[str, type] = {}
@@ -257,7 +259,9 @@ class Process(_mpprocess_module.BaseProcess):
             traceback.print_exc()
             sys.stderr.flush()
             os._exit(1)
-        return super()._bootstrap(parent_sentinel)  # type: ignore[misc]
+        # BaseProcess._bootstrap is private, so not in typeshed
+        code: int = super()._bootstrap(parent_sentinel)  # type: ignore[misc]
+        return code
 
     def _child_setup(self, parent_sentinel: int | None) -> None:
         if self._launch_method != "forkserver":
@@ -482,14 +486,14 @@ class ForkServerProcess(Process):
 
 def current_process() -> _mpprocess_module.BaseProcess:
     """The process object of the calling process (the same object the stdlib returns)."""
-    return _mpprocess.current_process()
+    return _mpprocess_module.current_process()
 
 
 def parent_process() -> _mpprocess_module.BaseProcess | None:
     """The parent's process object in a child (``None`` in the main process), as the stdlib."""
-    return _mpprocess.parent_process()
+    return _mpprocess_module.parent_process()
 
 
 def active_children() -> list[_mpprocess_module.BaseProcess]:
     """Live children of this process (stdlib's and multitask's), reaping finished ones."""
-    return _mpprocess.active_children()
+    return _mpprocess_module.active_children()

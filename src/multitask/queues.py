@@ -29,14 +29,29 @@ with these differences, all on purpose:
 from __future__ import annotations
 
 import queue
+import types
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._core._errors import ClosedError
 from ._core._ring import Ring
 from ._core._serialize import discard, dumps, loads
 
 __all__ = ["JoinableQueue", "Queue", "SimpleQueue"]
+
+_T = TypeVar("_T")
+
+if TYPE_CHECKING:
+    from typing import Generic as _Generic
+else:
+    class _Generic:
+        """The queues are generic in their item type for type checkers only (``Queue[int]``, as
+        typeshed's ``multiprocessing.queues.Queue``).  At run time ``Queue[int]`` is a
+        ``types.GenericAlias``, as for the stdlib's ``queue.Queue``: ``typing.Generic`` would
+        double the time this module takes to import."""
+
+        __slots__ = ()
+        __class_getitem__ = classmethod(types.GenericAlias)
 
 _BOUNDED_CAPACITY = 4 << 20
 _UNBOUNDED_CAPACITY = 64 << 20
@@ -54,7 +69,7 @@ def _check_timeout(block: bool, timeout: Any) -> float | None:
     return float(timeout)
 
 
-class _RingQueue:
+class _RingQueue(_Generic[_T]):
     """Shared implementation of the three queues."""
 
     _joinable = False
@@ -87,7 +102,7 @@ class _RingQueue:
         self._setup()
 
     # -- put ----------------------------------------------------------------------------------
-    def put(self, obj: Any, block: bool = True, timeout: float | None = None) -> None:
+    def put(self, obj: _T, block: bool = True, timeout: float | None = None) -> None:
         """Put ``obj``; blocks while the queue is full (forever if ``timeout`` is None).
 
         Pickles ``obj`` now, in the caller.  Raises ``queue.Full`` if still full after
@@ -101,11 +116,11 @@ class _RingQueue:
             discard(data)
             raise queue.Full
 
-    def put_nowait(self, obj: Any) -> None:
+    def put_nowait(self, obj: _T) -> None:
         """``put(obj, False)``: raises ``queue.Full`` at once if the queue is full."""
         self.put(obj, False)
 
-    def put_many(self, items: Iterable[Any], block: bool = True,
+    def put_many(self, items: Iterable[_T], block: bool = True,
                  timeout: float | None = None) -> None:
         """Put every item of ``items`` in order, batching the copies (one lock round per batch).
 
@@ -132,7 +147,7 @@ class _RingQueue:
             raise exc
 
     # -- get ----------------------------------------------------------------------------------
-    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+    def get(self, block: bool = True, timeout: float | None = None) -> _T:
         """Remove and return the next item; blocks while the queue is empty.
 
         Raises ``queue.Empty`` if still empty after ``timeout`` seconds (at once if ``block`` is
@@ -144,13 +159,14 @@ class _RingQueue:
         data = self._rget(t)
         if data is None:
             raise queue.Empty
-        return loads(data)
+        obj: _T = loads(data)
+        return obj
 
-    def get_nowait(self) -> Any:
+    def get_nowait(self) -> _T:
         """``get(False)``: raises ``queue.Empty`` at once if the queue is empty."""
         return self.get(False)
 
-    def get_many(self, max_items: int, timeout: float | None = None) -> list[Any]:
+    def get_many(self, max_items: int, timeout: float | None = None) -> list[_T]:
         """Wait for the first item (up to ``timeout``), then return up to ``max_items`` items.
 
         Returns a list of 1..max_items items in queue order.  Raises ``queue.Empty`` on timeout
@@ -214,14 +230,14 @@ class _RingQueue:
         return f"<{type(self).__name__} maxsize={self._maxsize} {state}>"
 
 
-class Queue(_RingQueue):
+class Queue(_RingQueue[_T]):
     """``multiprocessing.Queue`` on a shared-memory ring (see the module docstring).
 
     ``Queue(maxsize=0)``: ``maxsize <= 0`` is unbounded.  TypeError if ``maxsize`` is not an int.
     """
 
 
-class JoinableQueue(_RingQueue):
+class JoinableQueue(_RingQueue[_T]):
     """A :class:`Queue` with ``task_done()`` and ``join()``.
 
     The unfinished-task counter lives in the ring's shared memory and is incremented in the same
@@ -245,7 +261,7 @@ class JoinableQueue(_RingQueue):
         return self._ring.join(timeout)
 
 
-class SimpleQueue(_RingQueue):
+class SimpleQueue(_RingQueue[_T]):
     """``multiprocessing.SimpleQueue``: unbounded, ``get()``/``put()``/``empty()``/``close()``.
 
     Same ring as :class:`Queue`; ``get`` blocks until an item arrives, ``put`` blocks only if the
@@ -255,13 +271,14 @@ class SimpleQueue(_RingQueue):
     def __init__(self, *, ctx: Any = None) -> None:
         super().__init__(0, ctx=ctx)
 
-    def get(self) -> Any:  # type: ignore[override]
+    def get(self) -> _T:  # type: ignore[override]  # the stdlib's takes no block/timeout
         """Remove and return the next item, blocking until there is one."""
         data = self._rget(None)
         assert data is not None  # timeout=None: get() returns only with a message
-        return loads(data)
+        obj: _T = loads(data)
+        return obj
 
-    def put(self, obj: Any) -> None:  # type: ignore[override]
+    def put(self, obj: _T) -> None:  # type: ignore[override]  # the stdlib's: no block/timeout
         """Put ``obj`` (pickled now).  Blocks only while the ring is full."""
         data = dumps(obj, self._prefix)
         self._rput(data, None)

@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import mmap
 import os
+from collections.abc import Iterable
 from multiprocessing import resource_tracker as _tracker
 from multiprocessing import shared_memory as _std
-from typing import Any, cast
+from typing import Any, TypeVar, cast, overload
 
 from multitask._core import _shm
 
@@ -131,7 +132,11 @@ def _attach(name: str, track: bool) -> SharedMemory:
     return SharedMemory(name, track=track)
 
 
-class ShareableList(_std.ShareableList):
+# The item types a ShareableList holds (typeshed's constraint).
+_SLT = TypeVar("_SLT", int, float, bool, str, bytes, None)
+
+
+class ShareableList(_std.ShareableList[_SLT]):
     """:class:`multiprocessing.shared_memory.ShareableList` stored in a multitask
     :class:`SharedMemory` (``.shm``), so it has the same lifetime: reaped when its last user is
     gone.  The list's layout is the stdlib's, so a stdlib process can read it by name.
@@ -142,8 +147,15 @@ class ShareableList(_std.ShareableList):
     guessed the name could attach to it and, by exiting, have it reaped.
     """
 
-    def __init__(self, sequence: Any = None, *, name: str | None = None) -> None:
-        super().__init__(sequence, name=name)
+    @overload
+    def __init__(self, sequence: None = None, *, name: str | None = None) -> None: ...
+    @overload
+    def __init__(self, sequence: Iterable[_SLT], *, name: str | None = None) -> None: ...
+    def __init__(self, sequence: Iterable[_SLT] | None = None, *,
+                 name: str | None = None) -> None:
+        # typeshed's __init__ is overloaded on sequence=None, and mypy matches neither overload
+        # with the union through super() of a value-restricted TypeVar
+        super().__init__(sequence, name=name)  # type: ignore[arg-type]
         std = self.shm
         self.shm = SharedMemory(std.name)
         std.close()

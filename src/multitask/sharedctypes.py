@@ -27,9 +27,38 @@ import os
 import sys
 import tempfile
 import weakref
+from collections.abc import Sequence
 from multiprocessing import reduction as _reduction
 from multiprocessing import sharedctypes as _mpsc_module
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, overload
+
+if TYPE_CHECKING:  # names for annotations only: nothing below runs, import time is unchanged
+    from _ctypes import _CData
+    from ctypes import Array as _CArray
+    from ctypes import _SimpleCData, c_char
+    from multiprocessing.sharedctypes import (
+        Synchronized,
+        SynchronizedArray,
+        SynchronizedBase,
+        SynchronizedString,
+    )
+
+    from .context import Context
+
+    _T = TypeVar("_T")
+    _CT = TypeVar("_CT", bound=_CData)
+
+    # The typecodes of typecode_to_type, by the Python type of an element's value.
+    _IntCode = Literal["b", "B", "h", "H", "i", "I", "l", "L", "q", "Q"]
+    _FloatCode = Literal["f", "d"]
+
+    class _LockLike(Protocol):
+        """What ``lock=`` accepts: anything with ``acquire`` and ``release`` (a multitask or
+        stdlib ``Lock``/``RLock``, a manager's lock proxy...), as :func:`_lock_for` checks."""
+
+        def acquire(self, *args: Any, **kwargs: Any) -> Any: ...
+
+        def release(self) -> None: ...
 
 _mpsc: Any = _mpsc_module  # typeshed lacks typecode_to_type/rebuild_ctype
 
@@ -119,7 +148,11 @@ def _describe(typecode_or_type: Any) -> str:
     return str(typecode_or_type.__name__)
 
 
-def RawValue(typecode_or_type: Any, *args: Any) -> Any:
+@overload
+def RawValue(typecode_or_type: type[_CT], *args: Any) -> _CT: ...
+@overload
+def RawValue(typecode_or_type: str, *args: Any) -> Any: ...
+def RawValue(typecode_or_type: str | type[_CData], *args: Any) -> Any:
     """A ctypes object in shared memory, initialised with ``*args``; no lock.
 
     Raises ``TypeError`` for an unknown typecode or an initialiser of the wrong type.
@@ -134,7 +167,13 @@ def RawValue(typecode_or_type: Any, *args: Any) -> Any:
     return obj
 
 
-def RawArray(typecode_or_type: Any, size_or_initializer: Any) -> Any:
+@overload
+def RawArray(typecode_or_type: type[_CT],
+             size_or_initializer: int | Sequence[Any]) -> _CArray[_CT]: ...
+@overload
+def RawArray(typecode_or_type: str, size_or_initializer: int | Sequence[Any]) -> Any: ...
+def RawArray(typecode_or_type: str | type[_CData],
+             size_or_initializer: int | Sequence[Any]) -> Any:
     """A ctypes array in shared memory: zeroed of length ``size``, or a copy of a sequence.
 
     Raises ``TypeError`` for an unknown typecode, a non-int/non-sequence ``size_or_initializer``
@@ -163,14 +202,14 @@ def RawArray(typecode_or_type: Any, size_or_initializer: Any) -> Any:
     return result
 
 
-def _lock_for(lock: Any, ctx: Any) -> Any:
+def _lock_for(lock: bool | _LockLike | None, ctx: Context | None) -> _LockLike:
     if lock is True or lock is None:
         if ctx is None:
             from .context import _default_context
 
             ctx = _default_context.get_context()
         return ctx.RLock()
-    if not (hasattr(lock, "acquire") and hasattr(lock, "release")):
+    if lock is False or not (hasattr(lock, "acquire") and hasattr(lock, "release")):
         raise NotALockError(f"lock must be True, False or a lock object (with "
                             f"acquire/release), not {lock!r}")
     return lock
@@ -182,7 +221,41 @@ class NotALockError(TypeError, AttributeError):
     code written for either catches it."""
 
 
-def Value(typecode_or_type: Any, *args: Any, lock: Any = True, ctx: Any = None) -> Any:
+# Value and Array: lock=False returns the raw ctypes object; otherwise the stdlib's wrapper for
+# it (typeshed's context.pyi says Synchronized for lock=False, which is not what runs).
+@overload
+def Value(typecode_or_type: type[_CT], *args: Any, lock: Literal[False],
+          ctx: Context | None = None) -> _CT: ...
+@overload
+def Value(typecode_or_type: str, *args: Any, lock: Literal[False],
+          ctx: Context | None = None) -> Any: ...
+@overload
+def Value(typecode_or_type: type[_SimpleCData[_T]], *args: Any,
+          lock: Literal[True] | _LockLike = True,
+          ctx: Context | None = None) -> Synchronized[_T]: ...
+@overload
+def Value(typecode_or_type: type[_CT], *args: Any, lock: Literal[True] | _LockLike = True,
+          ctx: Context | None = None) -> SynchronizedBase[_CT]: ...
+@overload
+def Value(typecode_or_type: _IntCode, *args: Any, lock: Literal[True] | _LockLike = True,
+          ctx: Context | None = None) -> Synchronized[int]: ...
+@overload
+def Value(typecode_or_type: _FloatCode, *args: Any, lock: Literal[True] | _LockLike = True,
+          ctx: Context | None = None) -> Synchronized[float]: ...
+@overload
+def Value(typecode_or_type: Literal["c"], *args: Any, lock: Literal[True] | _LockLike = True,
+          ctx: Context | None = None) -> Synchronized[bytes]: ...
+@overload
+def Value(typecode_or_type: Literal["u"], *args: Any, lock: Literal[True] | _LockLike = True,
+          ctx: Context | None = None) -> Synchronized[str]: ...
+@overload
+def Value(typecode_or_type: str, *args: Any, lock: Literal[True] | _LockLike = True,
+          ctx: Context | None = None) -> Synchronized[Any]: ...
+@overload
+def Value(typecode_or_type: str | type[_CData], *args: Any, lock: bool | _LockLike = True,
+          ctx: Context | None = None) -> Any: ...
+def Value(typecode_or_type: str | type[_CData], *args: Any, lock: bool | _LockLike = True,
+          ctx: Context | None = None) -> Any:
     """A synchronised shared ctypes object (``.value``, ``get_lock()``, ``get_obj()``).
 
     ``lock=True`` (default) makes a new ``RLock``; ``lock=False`` returns the raw object; a lock
@@ -196,8 +269,45 @@ def Value(typecode_or_type: Any, *args: Any, lock: Any = True, ctx: Any = None) 
     return _mpsc.synchronized(obj, lock, ctx=ctx)
 
 
-def Array(typecode_or_type: Any, size_or_initializer: Any, *, lock: Any = True,
-          ctx: Any = None) -> Any:
+@overload
+def Array(typecode_or_type: type[_CT], size_or_initializer: int | Sequence[Any], *,
+          lock: Literal[False], ctx: Context | None = None) -> _CArray[_CT]: ...
+@overload
+def Array(typecode_or_type: str, size_or_initializer: int | Sequence[Any], *,
+          lock: Literal[False], ctx: Context | None = None) -> Any: ...
+@overload
+def Array(typecode_or_type: type[c_char] | Literal["c"],
+          size_or_initializer: int | Sequence[Any], *, lock: Literal[True] | _LockLike = True,
+          ctx: Context | None = None) -> SynchronizedString: ...
+@overload
+def Array(typecode_or_type: type[_SimpleCData[_T]], size_or_initializer: int | Sequence[Any],
+          *, lock: Literal[True] | _LockLike = True,
+          ctx: Context | None = None) -> SynchronizedArray[_T]: ...
+@overload
+def Array(typecode_or_type: type[_CData], size_or_initializer: int | Sequence[Any], *,
+          lock: Literal[True] | _LockLike = True,
+          ctx: Context | None = None) -> SynchronizedArray[Any]: ...
+@overload
+def Array(typecode_or_type: _IntCode, size_or_initializer: int | Sequence[Any], *,
+          lock: Literal[True] | _LockLike = True,
+          ctx: Context | None = None) -> SynchronizedArray[int]: ...
+@overload
+def Array(typecode_or_type: _FloatCode, size_or_initializer: int | Sequence[Any], *,
+          lock: Literal[True] | _LockLike = True,
+          ctx: Context | None = None) -> SynchronizedArray[float]: ...
+@overload
+def Array(typecode_or_type: Literal["u"], size_or_initializer: int | Sequence[Any], *,
+          lock: Literal[True] | _LockLike = True,
+          ctx: Context | None = None) -> SynchronizedArray[str]: ...
+@overload
+def Array(typecode_or_type: str, size_or_initializer: int | Sequence[Any], *,
+          lock: Literal[True] | _LockLike = True,
+          ctx: Context | None = None) -> SynchronizedArray[Any]: ...
+@overload
+def Array(typecode_or_type: str | type[_CData], size_or_initializer: int | Sequence[Any], *,
+          lock: bool | _LockLike = True, ctx: Context | None = None) -> Any: ...
+def Array(typecode_or_type: str | type[_CData], size_or_initializer: int | Sequence[Any], *,
+          lock: bool | _LockLike = True, ctx: Context | None = None) -> Any:
     """A synchronised shared ctypes array (indexing, slicing, ``len``, ``get_lock()``).
 
     ``'c'`` arrays also have ``.value`` (bytes up to the first NUL) and ``.raw``.  Raises as
@@ -211,13 +321,27 @@ def Array(typecode_or_type: Any, size_or_initializer: Any, *, lock: Any = True,
     return _mpsc.synchronized(obj, lock, ctx=ctx)
 
 
-def copy(obj: Any) -> Any:
+def copy(obj: _CT) -> _CT:
     """A new shared ctypes object with a copy of ``obj``'s contents."""
-    new_obj = _new_value(type(obj))
+    new_obj: _CT = _new_value(type(obj))
     ctypes.pointer(new_obj)[0] = obj
     return new_obj
 
 
-def synchronized(obj: Any, lock: Any = None, ctx: Any = None) -> Any:
+@overload
+def synchronized(obj: _SimpleCData[_T], lock: _LockLike | None = None,
+                 ctx: Context | None = None) -> Synchronized[_T]: ...
+@overload
+def synchronized(obj: _CArray[c_char], lock: _LockLike | None = None,
+                 ctx: Context | None = None) -> SynchronizedString: ...
+@overload
+def synchronized(obj: _CArray[_SimpleCData[_T]], lock: _LockLike | None = None,
+                 ctx: Context | None = None) -> SynchronizedArray[_T]: ...
+@overload
+def synchronized(obj: _CT, lock: _LockLike | None = None,
+                 ctx: Context | None = None) -> SynchronizedBase[_CT]: ...
+def synchronized(obj: _CData, lock: _LockLike | None = None,
+                 ctx: Context | None = None) -> SynchronizedBase[Any]:
     """Wrap a shared ctypes object with a lock (the stdlib's wrappers)."""
-    return _mpsc.synchronized(obj, _lock_for(lock, ctx), ctx=ctx)
+    wrapper: SynchronizedBase[Any] = _mpsc.synchronized(obj, _lock_for(lock, ctx), ctx=ctx)
+    return wrapper

@@ -110,11 +110,11 @@ class Condition(_mps.Condition):
     blocks until notified or ``timeout``.
     """
 
-    def __init__(self, lock: Any = None, *, ctx: Any = None) -> None:
+    def __init__(self, lock: _mps.Lock | _mps.RLock | None = None, *, ctx: Any = None) -> None:
         if lock is not None and not isinstance(lock, _mps.SemLock):
             raise TypeError("Condition(lock) needs a multiprocessing Lock or RLock, not "
                             f"{type(lock).__name__} (a threading lock cannot cross processes)")
-        super().__init__(lock, ctx=_ctx(ctx))  # type: ignore[arg-type]
+        super().__init__(lock, ctx=_ctx(ctx))
 
     def wait(self, timeout: float | None = None) -> bool:
         _check_timeout(timeout)

@@ -279,7 +279,7 @@ def _open(name: str, populate: bool = False) -> mmap.mmap:
     """Map segment ``name`` shared and writable, without unlinking it.  A receiver maps without
     MAP_POPULATE: its first read faults pages in 16 at a time (fault-around), cheaper than
     populating up front (~5 vs ~10 ms per 100 MB here).  FileNotFoundError if it is gone."""
-    from multitask._core._ring import _posixshmem
+    import _posixshmem
 
     fd = _posixshmem.shm_open(name, os.O_RDWR, 0o600)
     try:

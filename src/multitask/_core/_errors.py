@@ -30,6 +30,7 @@ import builtins
 import multiprocessing
 import pickle
 import signal as _signal
+from typing import Any
 
 __all__ = [
     "AuthenticationError",
@@ -79,7 +80,7 @@ class TaskTimeoutError(TimeoutError):
         self.timeout = timeout
         self.pid = pid
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (type(self), self.args, {"timeout": self.timeout, "pid": self.pid}))
 
 
@@ -171,7 +172,7 @@ class WorkerDiedError(ProcessError):
             text += f"; peak RSS {_human_bytes(self.rss_peak)}"
         return text
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (type(self), self.args, {
             "pid": self.pid, "exitcode": self.exitcode, "cause": self.cause,
             "task": self.task, "rss_peak": self.rss_peak, "worker": self.worker}))
@@ -186,7 +187,8 @@ def remote_traceback(tb: str) -> BaseException:
     ``multitask._core._errors.RemoteTraceback`` names the same class."""
     from multiprocessing.pool import RemoteTraceback as cls  # type: ignore[attr-defined]
 
-    return cls(tb)
+    exc: BaseException = cls(tb)
+    return exc
 
 
 def __getattr__(name: str) -> object:
@@ -210,7 +212,7 @@ class RemoteError(MultitaskError):
         self.type_name = type_name
         self.remote_traceback = remote_traceback
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (type(self), self.args,
                            {"type_name": self.type_name,
                             "remote_traceback": self.remote_traceback}))
@@ -231,7 +233,8 @@ class ClosedError(MultitaskError, ValueError):
     """
 
 
-def _rebuild(cls: type[BaseException], args: tuple, attrs: dict) -> BaseException:
+def _rebuild(cls: type[BaseException], args: tuple[Any, ...],
+             attrs: dict[str, Any]) -> BaseException:
     """Unpickle helper: re-create an exception without calling ``__init__`` with kwargs."""
     exc = cls.__new__(cls)
     exc.args = args

@@ -109,7 +109,8 @@ def _pickle(obj: Any, bufs: list[pickle.PickleBuffer] | None,
         except ImportError:  # pragma: no cover - cloudpickle is a dependency
             raise SerializationError(f"cannot pickle {_describe(obj)}: {first}") from first
         try:
-            return cloudpickle.dumps(obj, protocol=5, buffer_callback=cb)
+            data: bytes = cloudpickle.dumps(obj, protocol=5, buffer_callback=cb)
+            return data
         except Exception as exc:
             raise SerializationError(f"cannot pickle {_describe(obj)}: {exc}") from exc
     except Exception as exc:

@@ -54,7 +54,7 @@ class Backend(abc.ABC):
     name: str = ""
 
     def __init__(self, *, processes: int, initializer: Callable[..., Any] | None,
-                 initargs: tuple, maxtasksperchild: int | None, context: Any,
+                 initargs: tuple[Any, ...], maxtasksperchild: int | None, context: Any,
                  task_timeout: float | None, nice: int | None,
                  cpu_affinity: Any, options: dict[str, Any],
                  max_memory_per_child: int | None = None,

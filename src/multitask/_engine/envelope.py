@@ -67,4 +67,5 @@ def unpack(body: bytes, loads: Callable[[bytes], Any], *, here: str = "parent",
     if not isinstance(exc, BaseException):
         exc = RemoteError(f"{tname}: {text}{note}", type_name=tname, remote_traceback=tb)
     exc.__cause__ = remote_traceback(tb)
-    return exc
+    result: BaseException = exc
+    return result

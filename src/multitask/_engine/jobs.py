@@ -251,7 +251,8 @@ class Job(abc.ABC):
 class ApplyJob(Job):
     """``apply``/``apply_async``/``submit``: one task."""
 
-    def __init__(self, owner: JobOwner, fn: Callable[..., Any], args: tuple, kwargs: dict,
+    def __init__(self, owner: JobOwner, fn: Callable[..., Any], args: tuple[Any, ...],
+                 kwargs: dict[str, Any],
                  result: Any, *, timeout: float | None) -> None:
         super().__init__(owner, fn, MODE_CALL, result, timeout=timeout)
         self.task: Task | None = Task(self, 0, (args, kwargs), 1)

@@ -76,11 +76,10 @@ from .. import shared
 from .._core import _serialize
 from .._core._errors import ClosedError, SerializationError
 from .._engine import envelope
-from .._engine.codes import (  # noqa: F401  (re-exported: the process backend's wire names)
+from .._engine.codes import (
     MODE_CALL,
     MODE_ITEMS,
     MODE_MAP,
-    MODE_STARMAP,
     ST_OK,
     ST_RAISED,
     ST_UNSERIALIZABLE,
@@ -123,7 +122,7 @@ def _memory_check(limit: int | None) -> Callable[[], int] | None:
 
 
 def worker_main(idx: int, inbound: Any, outbound: Any, slots: Any, initializer: Any,
-                initargs: tuple, max_rss: int | None = None) -> None:
+                initargs: tuple[Any, ...], max_rss: int | None = None) -> None:
     """Run tasks from ``inbound`` until a quit message; never returns normally (os._exit).
 
     ``max_rss`` (``max_memory_per_child``): after a task whose result is sent, a worker above
@@ -340,7 +339,7 @@ def _crash_reports_to(fd: int) -> None:
 
 
 def become_worker(idx: int, inbound: Any, outbound: Any, slots: Any, initializer: Any,
-                  initargs: tuple, name: str, parent_name: str, parent_pid: int,
+                  initargs: tuple[Any, ...], name: str, parent_name: str, parent_pid: int,
                   parent_sentinel: int, forked_by: int, *, after_fork: bool,
                   nice: int | None = None, cpu_affinity: Any = None,
                   crash_fd: int = -1, max_rss: int | None = None) -> None:
@@ -388,7 +387,7 @@ CRASH_MAX = 1 << 16
 EXCEPTION_MARK = "multitask: the worker loop raised\n"
 
 def zygote_main(cmd: Any, report: Any, alive: Any, outbound: Any, slots: Any,
-                initializer: Any, initargs: tuple, nice: int | None, cpu_affinity: Any,
+                initializer: Any, initargs: tuple[Any, ...], nice: int | None, cpu_affinity: Any,
                 parent_pid: int, group: str | None, first: list[tuple[int, Any]],
                 parent_name: str = "MainProcess", worker_prefix: str = "PoolWorker",
                 bootstrap: bool = False, max_rss: int | None = None) -> None:

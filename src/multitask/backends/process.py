@@ -72,6 +72,7 @@ from .._core._errors import (
 from .._core._ring import Ring, new_group
 from .._engine import envelope
 from .._engine.backend import Backend
+from .._engine.codes import ST_OK, ST_UNSERIALIZABLE
 from .._engine.jobs import MODE_CALL, MODE_ITEMS, Job, Redo, Task
 from .._engine.log import logger
 from ..monitor import _hook
@@ -87,8 +88,6 @@ from ._worker import (
     ITEM_ALL,
     RECYCLE,
     RES_HDR,
-    ST_OK,
-    ST_UNSERIALIZABLE,
     STARTED,
     TASK_HDR,
     become_worker,
@@ -1460,7 +1459,8 @@ def _dumps_function(fn: Any, main_at_fork: dict[str, Any]) -> bytes:
     import cloudpickle  # only for functions that need it (start-up time)
 
     try:
-        return cloudpickle.dumps(fn, protocol=5)
+        data: bytes = cloudpickle.dumps(fn, protocol=5)
+        return data
     except Exception as exc:
         raise _as_serialization_error(exc, f"the function {module}.{qualname}") from exc
 

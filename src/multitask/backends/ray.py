@@ -154,7 +154,7 @@ class _RayWorker:
         # One namespace per module whose functions arrive by value (see _adopt).
         self._namespaces: dict[str, dict[str, Any]] = {}
 
-    def setup(self, initializer: bytes | None, initargs: tuple, nice: int | None,
+    def setup(self, initializer: bytes | None, initargs: tuple[Any, ...], nice: int | None,
               cpu_affinity: Any) -> tuple[int, str, bytes | None]:
         """Apply settings, run the initializer; (pid, host, error info or None)."""
         try:
@@ -244,7 +244,8 @@ def _error_info(exc: BaseException) -> bytes:
 
 
 def _inband_dumps(obj: Any) -> bytes:
-    return cloudpickle.dumps(obj, protocol=5)
+    data: bytes = cloudpickle.dumps(obj, protocol=5)
+    return data
 
 
 def _remote_exception(info: bytes) -> BaseException:
@@ -946,7 +947,7 @@ def _installed(module_name: str | None) -> bool:
     module = sys.modules.get(module_name)
     if module is None:
         return False
-    path = getattr(module, "__file__", None)
+    path: str | None = getattr(module, "__file__", None)
     if path is None:
         return True   # builtin module
     return os.path.realpath(path).startswith(_INSTALLED)
@@ -975,10 +976,12 @@ def _dumps_function(fn: Any) -> bytes:
             with _by_value_lock:
                 cloudpickle.register_pickle_by_value(by_value)
                 try:
-                    return cloudpickle.dumps(fn, protocol=5)
+                    by_value_data: bytes = cloudpickle.dumps(fn, protocol=5)
+                    return by_value_data
                 finally:
                     cloudpickle.unregister_pickle_by_value(by_value)
-        return cloudpickle.dumps(fn, protocol=5)
+        data: bytes = cloudpickle.dumps(fn, protocol=5)
+        return data
     except Exception as exc:
         raise _serialization_error(exc, f"the function {module}.{qualname}") from exc
 

@@ -117,7 +117,8 @@ def _lifetime_cpu_percent(times: Any, create_time: float) -> float | None:
     elapsed = time.time() - create_time
     if elapsed <= 0:
         return None
-    return round(100.0 * (times.user + times.system) / elapsed, 1)
+    cpu_seconds: float = times.user + times.system
+    return round(100.0 * cpu_seconds / elapsed, 1)
 
 
 def proc_info(pid: int, *, sampler: CpuSampler | None = None) -> ProcInfo | None:
@@ -205,7 +206,8 @@ class CpuSampler:
                 pass
             return None
         try:
-            return round(known.cpu_percent(None), 1)
+            percent: float = known.cpu_percent(None)
+            return round(percent, 1)
         except psutil.Error:
             return None
 

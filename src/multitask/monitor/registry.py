@@ -266,7 +266,8 @@ def _alive(pid: int, create_time: float) -> bool:
         proc = psutil.Process(pid)
         if abs(proc.create_time() - create_time) > 1.0:
             return False  # the pid was reused by another process
-        return proc.status() != psutil.STATUS_ZOMBIE
+        alive: bool = proc.status() != psutil.STATUS_ZOMBIE  # psutil has no types: Any
+        return alive
     except psutil.NoSuchProcess:
         return False
     except psutil.Error:

@@ -165,7 +165,7 @@ def _fmt_dur(seconds: float) -> str:
 
 def _nice_step(span: float, target: int = 8) -> float:
     raw = span / target
-    mag = 10 ** math.floor(math.log10(raw))
+    mag: float = 10 ** math.floor(math.log10(raw))  # int ** int is Any in typeshed
     for m in (1, 2, 5, 10):
         if m * mag >= raw:
             return m * mag

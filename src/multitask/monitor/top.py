@@ -219,7 +219,8 @@ def main_thread_frames(dump: str, frames: int) -> str:
 
 def _alive(pid: int) -> bool:
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        alive: bool = psutil.Process(pid).status() != psutil.STATUS_ZOMBIE  # psutil: untyped
+        return alive
     except psutil.NoSuchProcess:
         return False
     except psutil.Error:

@@ -100,7 +100,7 @@ def build(entries: list[ProgramEntry], *, sampler: CpuSampler | None = None,
         age = max(0.0, now - entry.updated_monotonic)
         info = proc_info(entry.pid, sampler=sampler)
         name = " ".join(entry.argv)
-        if entry.argv[:1] in ([], ["-c"], [""]) and info is not None:
+        if entry.argv[:1] in ((), ("-c",), ("",)) and info is not None:  # argv is a tuple
             name = info.command[:100]  # `python -c ...`: argv says only "-c"
         main = Row(program=entry.pid, pid=entry.pid, role="main",
                    name=name or entry.executable, cpu_count=entry.cpu_count,

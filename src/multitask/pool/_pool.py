@@ -418,7 +418,8 @@ class Pool:
             return self._task_timeout
         return _check_timeout_value("task_timeout", task_timeout)
 
-    def _submit_apply(self, func: Callable[..., Any], args: tuple, kwds: dict, result: Any,
+    def _submit_apply(self, func: Callable[..., Any], args: tuple[Any, ...],
+                      kwds: dict[str, Any], result: Any,
                       task_timeout: Any) -> None:
         job = ApplyJob(self, func, args, kwds, result, timeout=self._timeout_for(task_timeout))
         self._backend.prepare(job)   # serializes now: bad arguments raise at this call

@@ -18,8 +18,10 @@ _ALWAYS = "always"
 def check_progress(progress: Any) -> bool | str:
     if progress is None or progress is False:
         return False
-    if progress is True or progress == _ALWAYS:
-        return progress
+    if progress is True:
+        return True
+    if progress == _ALWAYS:
+        return _ALWAYS
     raise ValueError(f"progress must be True, False or {_ALWAYS!r}, not {progress!r}")
 
 

@@ -134,7 +134,8 @@ class AsyncResult(Generic[T]):
             raise TimeoutError(f"result not ready after {timeout} s")
         self._retrieved = True
         if self._success:
-            return self._value
+            value: T = self._value
+            return value
         raise self._value.with_traceback(self._tb)
 
     # -- beyond the stdlib ---------------------------------------------------------------------
@@ -234,7 +235,7 @@ def _resolve(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
-class MapResult(AsyncResult[list]):
+class MapResult(AsyncResult[list[Any]]):
     """The result of ``map_async``/``starmap_async``: a list in input order.
 
     Fails as a whole with the first error of any chunk (as the stdlib does); the chunks not yet
@@ -358,7 +359,8 @@ class IMapIterator(Iterator[T]):
                 i = self._pos
                 if i < len(chunk):
                     self._pos = i + 1
-                    return chunk[i]
+                    item: T = chunk[i]
+                    return item
                 self._chunk = None
             deadline = None if timeout is None else time.monotonic() + timeout
             if not self._available() and self._pool_ref is not None:
