@@ -293,3 +293,15 @@ def test_pool_starts_and_stops_a_local_ray(tmp_path):
                          timeout=150, cwd=tmp_path, start_new_session=True)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "LOCAL OK" in out.stdout
+
+
+def test_the_function_cache_is_bounded(pool):
+    """Ray's function cache used to keep every function a pool was ever given, in the driver
+    and in every actor; now it evicts (and the actors forget) past _FUNC_CACHE."""
+    from multitask.backends import ray as ray_backend
+
+    limit = ray_backend._FUNC_CACHE
+    fns = [(lambda k: lambda x: x * k)(i) for i in range(limit + 20)]
+    results = [pool.apply_async(fn, (3,)) for fn in fns]
+    assert [r.get(timeout=120) for r in results] == [3 * i for i in range(limit + 20)]
+    assert len(pool._backend._funcs) <= limit

@@ -482,3 +482,16 @@ def test_dropped_running_pool_warns(ctx):
         del closed
         gc.collect()
     assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+
+
+def test_more_distinct_functions_than_the_cache_holds(ctx):
+    """Each task a new closure: the backend's function cache stays bounded (the workers are
+    told to forget what it evicts) and every result is still right."""
+    from multitask.backends import process as process_backend
+
+    limit = process_backend._FUNC_CACHE
+    fns = [(lambda k: lambda x: x * k)(i) for i in range(limit + 40)]
+    with ctx.Pool(2) as p:
+        results = [p.apply_async(fn, (3,)) for fn in fns]
+        assert [r.get(timeout=60) for r in results] == [3 * i for i in range(limit + 40)]
+        assert len(p._backend._funcs) <= limit

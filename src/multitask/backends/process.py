@@ -73,6 +73,7 @@ from .._core._ring import Ring, new_group
 from .._engine import envelope
 from .._engine.backend import Backend
 from .._engine.codes import ST_OK, ST_UNSERIALIZABLE
+from .._engine.functions import FunctionCache
 from .._engine.jobs import MODE_CALL, MODE_ITEMS, Job, Redo, Task
 from .._engine.log import logger
 from ..monitor import _hook
@@ -207,9 +208,7 @@ class ProcessBackend(Backend):
         self._replaced = 0
         self._order_breach_logged = False
         self._memory_recycled = 0   # workers that exited past max_memory_per_child
-        self._funcs: collections.OrderedDict[int, tuple[Any, int, bytes]] = (
-            collections.OrderedDict())
-        self._func_ids = 0
+        self._funcs = FunctionCache(lambda fn: _dumps_function(fn, self._main_now), _FUNC_CACHE)
         # seconds per item, EWMA per function (by id; the function is kept alive by _funcs)
         self._fn_seconds: dict[int, float] = {}
         # pid -> (task id, timeout, its stack when it overran: TaskTimeoutError's __cause__)
@@ -554,28 +553,19 @@ class ProcessBackend(Backend):
 
     def _function_locked(self, fn: Any, w: _Worker) -> tuple[int, list[bytes]]:
         """The function's id, and the messages worker ``w`` needs before using it."""
-        key = id(fn)
-        entry = self._funcs.get(key)
+        fid, data, evicted = self._funcs.entry(fn)
         msgs: list[bytes] = []
-        if entry is None or entry[0] is not fn:
-            self._func_ids += 1
-            entry = (fn, self._func_ids, _dumps_function(fn, self._main_now))
-            self._funcs[key] = entry
-            if len(self._funcs) > _FUNC_CACHE:
-                old_key, (_, old_id, _) = self._funcs.popitem(last=False)
-                self._fn_seconds.pop(old_key, None)
-                for other in self._workers:
-                    other.funcs.discard(old_id)
-                    other.forget.append(old_id)
-        else:
-            self._funcs.move_to_end(key)
+        for old_key, old_id in evicted:
+            self._fn_seconds.pop(old_key, None)
+            for other in self._workers:
+                other.funcs.discard(old_id)
+                other.forget.append(old_id)
         if w.forget:
             msgs.extend(FUNC_HDR.pack(b"X", old) for old in w.forget)
             w.forget.clear()
-        fid = entry[1]
         if fid not in w.funcs:
             w.funcs.add(fid)
-            msgs.append(FUNC_HDR.pack(b"F", fid) + entry[2])
+            msgs.append(FUNC_HDR.pack(b"F", fid) + data)
         return fid, msgs
 
     # -- results -----------------------------------------------------------------------------

@@ -109,6 +109,7 @@ from .._core._errors import (
 from .._engine import envelope
 from .._engine.backend import Backend
 from .._engine.codes import ST_OK, ST_RAISED
+from .._engine.functions import FunctionCache
 from .._engine.jobs import MODE_CALL, MODE_MAP, Job, Redo, Task
 from .._engine.log import logger
 from .._engine.stats import TaskInfo, WorkerStatistics
@@ -120,6 +121,8 @@ _DEATH_WAIT = 10.0
 # An actor Ray has not created after this long is killed and replaced (its queued calls are
 # sent again); the initializer's time does not count.
 _START_GRACE = 20.0
+# Distinct functions kept serialized here and cached in the actors (least recently used out).
+_FUNC_CACHE = 256
 # Queue a second task on a busy actor only when its task takes less than this (measured) ...
 _PIPELINE_BELOW = 0.02
 # ... and the one it runs has not been running longer than max(this, 4 x the measured time).
@@ -396,8 +399,8 @@ class RayBackend(Backend):
         self._replaced = 0
         self._gen = 0
         self._fn_seconds: dict[int, float] = {}   # function id -> measured seconds per item
-        self._funcs: dict[int, tuple[Any, int, bytes]] = {}
-        self._func_ids = 0
+        # functions sent to actors, at most _FUNC_CACHE (evicted ones forgotten by the actors)
+        self._funcs = FunctionCache(_dumps_function, _FUNC_CACHE)
         self._released = False
         self._watch_starts = False
         self._actors = [self._new_actor_locked(i) for i in range(self.processes)]
@@ -529,12 +532,16 @@ class RayBackend(Backend):
             events.put(("tick",))    # the result thread recomputes its next deadline
 
     def _function_locked(self, fn: Any) -> tuple[int, bytes]:
-        entry = self._funcs.get(id(fn))
-        if entry is None or entry[0] is not fn:
-            self._func_ids += 1
-            entry = (fn, self._func_ids, _dumps_function(fn))
-            self._funcs[id(fn)] = entry
-        return entry[1], entry[2]
+        fid, data, evicted = self._funcs.entry(fn)
+        for _, old_id in evicted:
+            self._fn_seconds.pop(old_id, None)
+            for a in self._actors:
+                if old_id in a.funcs:
+                    a.funcs.discard(old_id)
+                    # after every call already submitted by this process (Ray keeps one
+                    # caller's calls to an actor in order), so none of them misses it
+                    a.handle.forget.remote(old_id)
+        return fid, data
 
     def _report(self, failures: list[tuple[Task, BaseException]]) -> None:
         for task, exc in failures:

@@ -1,0 +1,52 @@
+"""multitask._engine.functions: the function cache every pickling backend shares."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from multitask._engine.functions import FunctionCache
+
+
+def _fns(n):
+    return [(lambda k: lambda x: x + k)(i) for i in range(n)]
+
+
+def test_one_serialization_and_one_id_per_function():
+    calls = []
+    cache = FunctionCache(lambda fn: calls.append(fn) or b"blob", limit=4)
+    f, g = _fns(2)
+    first = cache.entry(f)
+    assert cache.entry(f) == (first[0], b"blob", [])
+    second = cache.entry(g)
+    assert second[0] != first[0]
+    assert calls == [f, g]
+
+
+def test_least_recently_used_is_evicted_and_reported():
+    cache = FunctionCache(lambda fn: b"x", limit=2)
+    a, b, c = _fns(3)
+    fa = cache.entry(a)[0]
+    fb = cache.entry(b)[0]
+    cache.entry(a)                        # a is now the most recent
+    fc, _, evicted = cache.entry(c)
+    assert evicted == [(id(b), fb)]
+    assert len(cache) == 2
+    assert cache.entry(a)[0] == fa        # still cached
+    assert cache.entry(b)[0] not in (fa, fb, fc)   # came back under a new id
+
+
+def test_a_function_that_cannot_be_serialized_is_not_cached():
+    def dumps(fn):
+        raise pickle.PicklingError("no")
+
+    cache = FunctionCache(dumps)
+    with pytest.raises(pickle.PicklingError):
+        cache.entry(len)
+    assert len(cache) == 0
+
+
+def test_limit_must_be_positive():
+    with pytest.raises(ValueError):
+        FunctionCache(lambda fn: b"", limit=0)
