@@ -9,6 +9,7 @@ per-process singleton threads of multitask listed by name in ``_SINGLETON_THREAD
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import sys
@@ -144,10 +145,20 @@ def leak_check(request):
         time.sleep(0.05)
     assert not new_shm, f"test leaked shared-memory segments: {sorted(new_shm)}"
     # fds: allow the session helpers' pipes (opened lazily by the first user) to stay.
+    collected = False
     while True:
         new_fds = {fd for fd in _fds() - fds_before if not _is_helper_fd(fd)}
         if not new_fds or time.monotonic() > deadline:
             break
+        if not collected:
+            # An fd held only by unreachable objects (a reference cycle) is released by the
+            # next collection: not a leak.  One collection, as CPython's own tests do before
+            # they count resources.  (On Python 3.12, test_managers' proxy connections and a
+            # Popen's pipes are freed this way -- 24 s of waiting, then a false leak, before;
+            # which cycle holds them is not identified yet.)
+            gc.collect()
+            collected = True
+            continue
         time.sleep(0.05)
     assert not new_fds, f"test leaked file descriptors: {_describe_fds(new_fds)}"
 
