@@ -84,7 +84,7 @@ def _new_threads(before: set[threading.Thread], deadline: float) -> list[threadi
     whose last child was reaped) gets until ``deadline`` to end: we join it, so the wait ends
     the moment it exits -- no polling.
     """
-    left = []
+    left: list[threading.Thread] = []
     for t in threading.enumerate():
         if t in before or t is threading.current_thread() or t.name in _SINGLETON_THREADS:
             continue

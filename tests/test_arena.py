@@ -106,11 +106,11 @@ def test_large_copies_split_over_threads_copy_every_byte(monkeypatch, threads):
     monkeypatch.setattr(_arena, "_COPY_THREADS", threads)
     src = np.random.default_rng(threads).integers(0, 255, 50 * MIB + 12345, dtype=np.uint8)
     dst = bytearray(64 + src.nbytes + 7)
-    _arena._copy(dst, 64, memoryview(src))
+    _arena._copy(dst, 64, memoryview(src))  # type: ignore[arg-type]  # any writable buffer
     assert bytes(dst[64:64 + src.nbytes]) == src.tobytes()
     assert dst[:64] == bytes(64) and dst[-7:] == bytes(7)
     with pytest.raises(ValueError, match="does not fit"):
-        _arena._copy(bytearray(src.nbytes), 64, memoryview(src))
+        _arena._copy(bytearray(src.nbytes), 64, memoryview(src))  # type: ignore[arg-type]
 
 
 # -- through dumps/loads ---------------------------------------------------------------------

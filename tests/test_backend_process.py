@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -55,11 +56,16 @@ def test_sends_reach_a_worker_in_the_order_they_were_decided(monkeypatch):
     with mt.get_context("fork").Pool(1) as pool:
         # measured as quick: the worker now takes more tasks while it holds one (prefetch)
         assert pool.map(ident, range(100)) == list(range(100))
-        rings.update(id(w.ring) for w in pool._backend._workers)
+        backend: Any = pool._backend   # the process backend's internals
+        rings.update(id(w.ring) for w in backend._workers)
         hold.set()
         second: list[mt.pool.AsyncResult] = []
-        helper = threading.Thread(
-            target=lambda: (time.sleep(0.1), second.append(pool.apply_async(ident, ("b",)))))
+
+        def submit_second() -> None:
+            time.sleep(0.1)
+            second.append(pool.apply_async(ident, ("b",)))
+
+        helper = threading.Thread(target=submit_second)
         helper.start()
         first = pool.apply_async(ident, ("a",))   # its copy into the ring waits 0.3 s
         helper.join(10)
@@ -124,10 +130,10 @@ def test_results_failed_by_terminate_do_not_share_a_growing_traceback():
     assert len(depths) == 20_001 and max(depths) < 10, max(depths)
     fdepths = []
     for f in futs:
-        exc = f.exception(timeout=10)
+        fexc = f.exception(timeout=10)
         try:
             f.result()
         except mt.ClosedError as raised:
-            assert raised is exc
+            assert raised is fexc
             fdepths.append(len(traceback.extract_tb(raised.__traceback__)))
     assert len(fdepths) == 2_000 and max(fdepths) < 10, max(fdepths)

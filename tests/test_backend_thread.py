@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -51,14 +52,15 @@ def test_timeout_raises_at_deadline_and_pool_goes_on():
         stats = p.statistics()
         assert stats.workers_replaced == 1
         assert len(stats.workers) == 2
-        assert p._backend.abandoned_threads() == 1
+        backend: Any = p._backend   # the thread backend's internals
+        assert backend.abandoned_threads() == 1
         # the abandoned thread finishes later; its result is discarded, not delivered
         _release.set()
         deadline = time.monotonic() + 5
-        while p._backend.abandoned_threads() and time.monotonic() < deadline:
+        while backend.abandoned_threads() and time.monotonic() < deadline:
             time.sleep(0.01)
         assert _finished == ["late"]
-        assert p._backend.abandoned_threads() == 0
+        assert backend.abandoned_threads() == 0
         with pytest.raises(TaskTimeoutError):
             r.get()
 

@@ -17,12 +17,17 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import multitask as mp
 from multitask import ClosedError
-from multitask._core._errors import RemoteTraceback
+from multitask._core import _errors
+
+# The stdlib's multiprocessing.pool.RemoteTraceback, which typeshed does not declare (the
+# module's lazy __getattr__ is typed object): Any, to use it in isinstance.
+RemoteTraceback: Any = _errors.RemoteTraceback
 
 # Ray-backed cases carry the "ray" marker: `make test` runs them in a pytest process of their own
 # (a Ray driver's threads and signal handlers must not be inherited by forked test children).
@@ -176,7 +181,7 @@ def whoami(_=None):
     me = threading.current_thread()
     token = getattr(me, "mt_test_token", None)
     if token is None:
-        token = me.mt_test_token = f"{os.getpid()}-{uuid.uuid4().hex}"
+        token = me.mt_test_token = f"{os.getpid()}-{uuid.uuid4().hex}"  # type: ignore[attr-defined]
     return token
 
 
@@ -219,7 +224,7 @@ def test_map_and_starmap_keep_order(pool, chunksize):
 
 
 def test_map_async_and_callback(pool):
-    got = []
+    got: list[int] = []
     r = pool.map_async(square, range(30), callback=got.append)
     assert r.get(timeout=30) == [i * i for i in range(30)]
     deadline = time.monotonic() + 5

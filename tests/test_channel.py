@@ -17,7 +17,12 @@ def test_messages_arrive_whole_and_in_order():
     r, w = channel_pair()
     try:
         msgs = [("spawn", 1, "x" * n) for n in (0, 1, 100, 4000, 70_000)]
-        sender = threading.Thread(target=lambda: [w.send(m) for m in msgs])
+
+        def send_all() -> None:
+            for m in msgs:
+                w.send(m)
+
+        sender = threading.Thread(target=send_all)
         sender.start()   # the 70 kB one does not fit the pipe: send blocks until recv reads
         got = [r.recv() for _ in msgs]
         sender.join(10)
@@ -143,6 +148,7 @@ def _identity(fd):
     _spawn.adopt_identity("Someone-3", "TheParent", os.getppid(), fd, after_fork=True)
     me, parent = multiprocessing.current_process(), multiprocessing.parent_process()
     ok = (me.name == "Someone-3" and me.daemon and me.pid == os.getpid() and me.is_alive()
+          and parent is not None
           and parent.name == "TheParent" and parent.pid == os.getppid() and parent.is_alive()
           and multiprocessing.active_children() == [])
     return 0 if ok else 9

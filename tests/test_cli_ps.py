@@ -278,7 +278,7 @@ def test_demo_subcommand_calls_demo_main(monkeypatch):
 
     seen: list[list[str]] = []
     fake = types.ModuleType("multitask._demo")
-    fake.main = lambda argv: seen.append(argv) or 0  # type: ignore[attr-defined]
+    fake.main = lambda argv: seen.append(argv) or 0  # type: ignore[attr-defined,func-returns-value]
     monkeypatch.setitem(sys.modules, "multitask._demo", fake)
     assert cli.main(["demo", "--quick", "x"]) == 0
     assert seen == [["--quick", "x"]]

@@ -161,6 +161,7 @@ def test_top_s_shows_the_stack_of_a_busy_worker(tmux, tmp_path):
     go = tmp_path / "go"
     proc = subprocess.Popen([sys.executable, "-c", BUSY_POOL_PROGRAM, str(go)],
                             stdout=subprocess.PIPE, env=env, text=True)
+    assert proc.stdout is not None   # Popen made a pipe
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         tmux.start(_top_command("--pid", str(proc.pid), "--interval", "0.3"), env)

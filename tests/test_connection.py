@@ -93,7 +93,7 @@ def test_bytes_methods_and_poll_timeout():
 
 def test_pipe_bad_input():
     with pytest.raises(TypeError, match="duplex"):
-        multitask.Pipe("yes")
+        multitask.Pipe("yes")  # type: ignore[arg-type]
 
 
 def test_wait_on_connections():

@@ -36,7 +36,7 @@ def test_unknown_method_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown start method 'threads'"):
         multitask.get_context("threads")
     with pytest.raises(TypeError):
-        multitask.get_context(3)
+        multitask.get_context(3)  # type: ignore[call-overload]
 
 
 def test_all_start_methods():
@@ -85,7 +85,7 @@ def test_contexts_pickle_to_themselves(ctx):
 
 def test_misc_bad_input():
     with pytest.raises(TypeError):
-        multitask.set_executable(3)
+        multitask.set_executable(3)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         multitask.set_forkserver_preload("multitask")
     assert multitask.get_logger() is multiprocessing.get_logger()

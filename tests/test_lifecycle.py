@@ -76,6 +76,7 @@ def _run_parent(tmp_path, extra: str = "") -> tuple[subprocess.Popen, list[int]]
     script = tmp_path / "parent.py"  # a file, so spawn children can import its functions
     script.write_text(_PARENT.replace("EXTRA", extra))
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None   # Popen made a pipe
     line = proc.stdout.readline()
     proc.stdout.close()
     assert line, "parent script failed to start its children"

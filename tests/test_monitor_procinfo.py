@@ -86,9 +86,12 @@ def test_running_child_is_R_and_sampled_cpu(child):
     info = _wait_state(p.pid, "R")
     assert info.state[0] == "R", info
     sampler = CpuSampler()
-    assert proc_info(p.pid, sampler=sampler).cpu_percent is None  # first sighting
+    first = proc_info(p.pid, sampler=sampler)
+    assert first is not None and first.cpu_percent is None  # first sighting
     time.sleep(0.5)
-    cpu = proc_info(p.pid, sampler=sampler).cpu_percent
+    second = proc_info(p.pid, sampler=sampler)
+    assert second is not None
+    cpu = second.cpu_percent
     assert cpu is not None and cpu > 20, cpu  # it spins (the machine is shared: not ~100)
     sampler.prune()
     sampler.prune()

@@ -9,13 +9,18 @@ import sys
 import textwrap
 import threading
 import time
+from typing import Any
 
 import pytest
 
 import multitask
 from multitask import Pipeline, WorkerDiedError
-from multitask._core._errors import RemoteTraceback
+from multitask._core import _errors
 from multitask.pipeline import ItemError
+
+# The stdlib's multiprocessing.pool.RemoteTraceback, which typeshed does not declare (the
+# module's lazy __getattr__ is typed object): Any, to use it in isinstance.
+RemoteTraceback: Any = _errors.RemoteTraceback
 
 
 def square(x: int) -> int:
@@ -227,11 +232,11 @@ def test_breaking_out_early_stops_everything():
 
 def test_bad_arguments_raise_clearly():
     with pytest.raises(TypeError):
-        Pipeline().stage(42)
+        Pipeline().stage(42)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="kind"):
-        Pipeline().stage(square, kind="fiber")
+        Pipeline().stage(square, kind="fiber")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="on_error"):
-        Pipeline().stage(square, on_error="ignore")
+        Pipeline().stage(square, on_error="ignore")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="workers"):
         Pipeline().stage(square, workers=0)
     with pytest.raises(ValueError, match="maxsize"):

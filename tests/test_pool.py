@@ -9,6 +9,7 @@ import multiprocessing.pool
 import os
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -102,10 +103,16 @@ def test_map_auto_chunksize_large_range(pool):
 
 
 def test_callbacks_and_error_callbacks(pool):
-    got, errs = [], []
+    got: list[Any] = []
+    errs: list[BaseException] = []
     done = threading.Event()
+
+    def on_error(e: BaseException) -> None:
+        errs.append(e)
+        done.set()
+
     pool.apply_async(sq, (4,), callback=got.append)
-    pool.apply_async(boom, (1,), error_callback=lambda e: (errs.append(e), done.set()))
+    pool.apply_async(boom, (1,), error_callback=on_error)
     pool.map_async(sq, [1, 2], callback=got.append).get(30)
     assert done.wait(30)
     deadline = time.monotonic() + 10
@@ -130,7 +137,7 @@ def test_exception_reraised_with_remote_traceback(pool):
         pool.apply(boom, (5,))
     cause = info.value.__cause__
     # the stdlib's own class (code checking `type(e.__cause__) is RemoteTraceback` works as is)
-    assert type(cause) is multiprocessing.pool.RemoteTraceback
+    assert type(cause) is multiprocessing.pool.RemoteTraceback  # type: ignore[attr-defined]
     assert type(cause) is multitask._core._errors.RemoteTraceback
     assert "boom" in str(cause) and "Traceback" in str(cause)
     r = pool.apply_async(boom, (1,))
@@ -342,7 +349,8 @@ def test_statistics_snapshot(pool):
     assert len(stats.workers) == 2
     assert all(isinstance(w, WorkerStatistics) and w.pid for w in stats.workers)
     busy = [w for w in stats.workers if w.current_task is not None]
-    assert busy and busy[0].state == "busy" and busy[0].current_task.function.endswith("sleepy")
+    assert busy and busy[0].state == "busy" and busy[0].current_task is not None
+    assert busy[0].current_task.function.endswith("sleepy")
     assert stats.submitted >= 1001 and stats.completed >= 1000 and stats.failed == 0
     with pytest.raises(AttributeError):
         stats.completed = 0  # type: ignore[misc]
@@ -446,6 +454,7 @@ def who_am_i(_=None):
     import multiprocessing
 
     me, parent = multiprocessing.current_process(), multiprocessing.parent_process()
+    assert parent is not None
     return me.name, me.daemon, me.pid == os.getpid(), parent.pid, parent.is_alive()
 
 

@@ -147,6 +147,7 @@ def test_saboteur(ctx, stage, how, api):
         assert time.monotonic() - t0 < 20
         if expected_error(stage, how) is multitask.WorkerDiedError:
             err = info.value
+            assert isinstance(err, multitask.WorkerDiedError)
             assert err.pid and err.exitcode is not None
             if how == "sigkill":
                 assert err.signal == signal.SIGKILL and err.exitcode == -signal.SIGKILL
@@ -293,7 +294,8 @@ def test_item_group_worker_death_fails_only_the_running_item(ctx):
         out = _drain(pool.imap_unordered(item_group_crash, range(3000)), multitask.WorkerDiedError)
         errors = [x for x in out if isinstance(x, BaseException)]
         got = {x for x in out if not isinstance(x, BaseException)}
-        assert len(errors) == 1 and errors[0].exitcode == 9
+        assert len(errors) == 1 and isinstance(errors[0], multitask.WorkerDiedError)
+        assert errors[0].exitcode == 9
         assert got == set(range(3000)) - {2000}     # the others ran exactly once, all delivered
         assert _grouped(pool)
         assert pool.apply(sq, (7,)) == 49
@@ -368,9 +370,11 @@ def test_a_worker_status_taken_by_the_program_still_fails_its_task():
         assert len(mine) == 1
         results = [pool.apply_async(report_then_sleep, (q, i)) for i in range(2)]
         where = {pid: i for i, pid in (q.get(timeout=30) for _ in range(2))}
-        os.kill(mine[0], signal.SIGKILL)
+        pid = mine[0]
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
         try:
-            os.waitpid(mine[0], 0)     # the program takes the status (usually first)
+            os.waitpid(pid, 0)     # the program takes the status (usually first)
         except ChildProcessError:
             pass                       # the pool's watcher was first: the ordinary path
         with pytest.raises(multitask.WorkerDiedError) as info:
@@ -436,8 +440,9 @@ def test_worker_died_error_says_why_and_what(ctx, how, cause, sig):
 def break_the_worker_loop(_=None):
     """Damage the worker's own machinery (its result ring): its loop fails after this task."""
     import sys
+    import types
 
-    frame = sys._getframe()
+    frame: types.FrameType | None = sys._getframe()
     while frame is not None and frame.f_code.co_name != "worker_main":
         frame = frame.f_back
     assert frame is not None

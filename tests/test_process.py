@@ -26,6 +26,7 @@ def _sleep(seconds):
 def _report_identity(conn, expected_parent):
     me = multitask.current_process()
     parent = multitask.parent_process()
+    assert parent is not None
     conn.send((me.name, me.pid == os.getpid(), parent.pid == expected_parent,
                multiprocessing.current_process() is me, os.getpriority(os.PRIO_PROCESS, 0)))
     conn.close()

@@ -14,6 +14,7 @@ import sys
 import textwrap
 import time
 import zlib
+from typing import Any
 
 import pytest
 
@@ -72,8 +73,8 @@ def _drain_and_check(q) -> int:
 @pytest.mark.parametrize("big", [False, True], ids=["small", "spilled"])
 def test_sigkill_inside_put_and_get_never_wedges_or_tears(big):
     ctx = multitask.get_context("fork")
-    q = Queue(maxsize=64)
-    started = Queue()
+    q: Queue[Any] = Queue(maxsize=64)
+    started: Queue[Any] = Queue()
     rng = random.Random(1234)
     prefix = q._prefix
     rounds = 12 if big else 30
@@ -86,10 +87,12 @@ def test_sigkill_inside_put_and_get_never_wedges_or_tears(big):
             started.get(timeout=30)
         time.sleep(rng.uniform(0.0, 0.05))
         victim = rng.choice(procs)
+        assert victim.pid is not None
         os.kill(victim.pid, signal.SIGKILL)
         time.sleep(rng.uniform(0.0, 0.02))
         for p in procs:
             if p is not victim:
+                assert p.pid is not None
                 os.kill(p.pid, signal.SIGKILL)
         for p in procs:
             p.join(10)
@@ -117,7 +120,8 @@ def _put_spilled_then_wait(q, ready):
 @pytest.mark.timeout(60)
 def test_crash_of_producer_holding_spilled_messages_leaks_nothing(start_method):
     ctx = multitask.get_context(start_method)
-    q, ready = Queue(), Queue()
+    q: Queue[Any] = Queue()
+    ready: Queue[Any] = Queue()
     prefix = q._prefix
     p = ctx.Process(target=_put_spilled_then_wait, args=(q, ready))
     p.start()
@@ -184,13 +188,14 @@ def test_sigkill_while_holding_the_ring_lock():
 
     ctx = multitask.get_context("fork")
     ring = Ring(32 << 20)  # spill threshold 8 MiB: 6 MiB records stay inline
-    started = Queue()
+    started: Queue[Any] = Queue()
     rng = random.Random(99)
     for _ in range(15):
         p = ctx.Process(target=_put_huge_inline, args=(ring, started))
         p.start()
         started.get(timeout=30)
         time.sleep(rng.uniform(0.001, 0.03))
+        assert p.pid is not None
         os.kill(p.pid, signal.SIGKILL)
         p.join(10)
         t = time.monotonic()

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,7 @@ from multitask.queues import JoinableQueue, Queue, SimpleQueue
 
 @pytest.fixture
 def q():
-    qu = Queue()
+    qu: Queue[Any] = Queue()
     yield qu
     qu.close()
 
@@ -38,7 +39,7 @@ def test_fifo_and_exact_qsize(q):
 
 
 def test_bounded_full_and_timeouts():
-    qu = Queue(2)
+    qu: Queue[Any] = Queue(2)
     try:
         qu.put(1)
         qu.put_nowait(2)
@@ -69,7 +70,7 @@ def test_bad_maxsize(bad, exc):
 
 
 def test_negative_maxsize_is_unbounded():
-    qu = Queue(-5)
+    qu: Queue[Any] = Queue(-5)
     try:
         assert qu.maxsize == 0 and not qu.full()
     finally:
@@ -101,7 +102,7 @@ def test_pickling_error_raises_from_put(q):
 
 
 def test_use_after_close():
-    qu = Queue()
+    qu: Queue[Any] = Queue()
     qu.put(1)
     qu.close()
     qu.close()
@@ -126,11 +127,11 @@ def test_put_many_get_many(q):
 
 
 def test_put_many_full_reports_count():
-    qu = Queue(3)
+    qu: Queue[Any] = Queue(3)
     try:
         with pytest.raises(queue.Full) as info:
             qu.put_many(range(5), timeout=0.05)
-        assert info.value.put_count == 3
+        assert info.value.put_count == 3  # type: ignore[attr-defined]  # set by put_many
         assert qu.get_many(10) == [0, 1, 2]
     finally:
         qu.close()
@@ -149,7 +150,7 @@ def test_large_objects_and_arrays_through_queue(q):
 
 def test_unread_items_released_at_last_close():
     np = pytest.importorskip("numpy")
-    qu = Queue()
+    qu: Queue[Any] = Queue()
     prefix = qu._prefix
     qu.put(np.zeros(100_000))
     qu.put(os.urandom(20 << 20))
@@ -159,7 +160,7 @@ def test_unread_items_released_at_last_close():
 
 
 def test_simple_queue():
-    sq = SimpleQueue()
+    sq: SimpleQueue[Any] = SimpleQueue()
     try:
         assert sq.empty()
         sq.put("a")
@@ -170,7 +171,7 @@ def test_simple_queue():
 
 
 def test_joinable_queue_join_and_task_done():
-    jq = JoinableQueue()
+    jq: JoinableQueue[Any] = JoinableQueue()
     try:
         jq.put(1)
         jq.put_many([2, 3])
@@ -209,7 +210,7 @@ def _joinable_worker(jq):
 
 
 def test_queue_between_processes(ctx):
-    q = Queue()
+    q: Queue[Any] = Queue()
     p = ctx.Process(target=_producer, args=(q, 0, 500))
     p.start()
     got = sorted(q.get(timeout=30) for _ in range(500))
@@ -219,7 +220,8 @@ def test_queue_between_processes(ctx):
 
 
 def test_request_reply_with_child(ctx):
-    inq, outq = Queue(10), SimpleQueue()
+    inq: Queue[Any] = Queue(10)
+    outq: SimpleQueue[Any] = SimpleQueue()
     p = ctx.Process(target=_echo, args=(inq, outq))
     p.start()
     for i in range(50):
@@ -233,7 +235,7 @@ def test_request_reply_with_child(ctx):
 
 
 def test_joinable_queue_with_child(ctx):
-    jq = JoinableQueue()
+    jq: JoinableQueue[Any] = JoinableQueue()
     p = ctx.Process(target=_joinable_worker, args=(jq,))
     p.start()
     jq.put_many(range(100))
@@ -246,7 +248,8 @@ def test_joinable_queue_with_child(ctx):
 
 def test_parent_closes_right_after_put_child_still_reads(ctx):
     # stdlib idiom: put then close in the parent; the items must still reach the child
-    q, out = Queue(), Queue()
+    q: Queue[Any] = Queue()
+    out: Queue[Any] = Queue()
     q.put_many([1, 2, 3])
     q.put(None)
     p = ctx.Process(target=_echo, args=(q, out))
@@ -344,7 +347,7 @@ UNRELATED_PRODUCER = textwrap.dedent("""
 def test_messages_outlive_an_unrelated_producer_process():
     """A process outside our tree (its own resource tracker) attaches through /proc, puts
     spilled and out-of-band messages and exits: they are still here to read."""
-    q = Queue(maxsize=100)
+    q: Queue[Any] = Queue(maxsize=100)
     try:
         p = subprocess.run([sys.executable, "-c", UNRELATED_PRODUCER], input=pickle.dumps(q),
                            capture_output=True, timeout=30)
@@ -396,7 +399,8 @@ def test_stress_4_producers_4_consumers_250k_each():
     """4 producers x 250 000 messages, 4 consumers, one bounded Queue; batched calls
     (put_many/get_many of 500) keep it within about a minute on 2 cores."""
     ctx = multitask.get_context("fork")
-    q, results = Queue(maxsize=10_000), Queue()
+    q: Queue[Any] = Queue(maxsize=10_000)
+    results: Queue[Any] = Queue()
     consumers = [ctx.Process(target=_stress_consumer, args=(q, results)) for _ in range(4)]
     producers = [ctx.Process(target=_stress_producer, args=(q, i)) for i in range(4)]
     for p in consumers + producers:

@@ -26,6 +26,12 @@ def ring():
     r.close()
 
 
+def _got(msg: bytes | memoryview | None) -> bytes:
+    """A get's message, which the test knows is there (None would be a timeout)."""
+    assert msg is not None
+    return bytes(msg)
+
+
 def _mt_names(token: str) -> list[str]:
     return [n for n in os.listdir("/dev/shm") if n.startswith(f"mt-{token}-")]
 
@@ -119,7 +125,7 @@ def test_put_many_get_many(ring):
     assert ring.put_many(items) == 100
     got = ring.get_many(30)
     assert got == items[:30]
-    rest = []
+    rest: list[bytes] = []
     while len(rest) < 70:
         rest += ring.get_many(1000, timeout=0)
     assert rest == items[30:]
@@ -208,13 +214,13 @@ def test_records_stay_whole_across_rewinds_and_wraps():
         pending: collections.deque[bytes] = collections.deque()
         for _ in range(3000):
             if pending and rng.random() < 0.5:
-                assert bytes(r.get(timeout=1)) == pending.popleft()
+                assert _got(r.get(timeout=1)) == pending.popleft()
                 continue
             msg = os.urandom(rng.choice([0, 1, 7, 100, 5000, 20000]))
             if r.put(msg, timeout=0):
                 pending.append(msg)
         while pending:
-            assert bytes(r.get(timeout=1)) == pending.popleft()
+            assert _got(r.get(timeout=1)) == pending.popleft()
         assert r.qsize() == 0
     finally:
         r.close()
@@ -361,7 +367,7 @@ def test_spill_of_an_exited_unrelated_producer_is_still_readable():
                            capture_output=True, timeout=30)
         assert p.returncode == 0 and p.stderr == b"", p.stderr
         time.sleep(0.2)  # a private resource tracker of the producer would have unlinked it
-        assert bytes(r.get(timeout=5)) == b"s" * (r.spill_threshold + 1)
+        assert _got(r.get(timeout=5)) == b"s" * (r.spill_threshold + 1)
         assert _mt_names(r.token) == []
     finally:
         r.close()
@@ -392,7 +398,7 @@ def test_every_waiting_consumer_is_woken_for_its_message(batched):
         else:
             for m in msgs:
                 assert r.put(m)
-        got = sorted(out.get(timeout=10) for _ in procs)
+        got = sorted(_got(out.get(timeout=10)) for _ in procs)
         assert got == sorted(msgs)
         for p in procs:
             p.join(10)
@@ -670,7 +676,7 @@ def test_group_rings_share_the_group_prefix_and_reject_bad_groups():
         assert a.spill_prefix == f"mt-{a.token}-"
         # a spilled message still travels (its segment is just not registered anywhere)
         a.put(b"x" * 3000, None)
-        assert bytes(a.get(1.0)) == b"x" * 3000
+        assert _got(a.get(1.0)) == b"x" * 3000
     finally:
         a.close()
         b.close()

@@ -71,15 +71,15 @@ def test_ring_matches_fifo_model(capacity, maxitems, ops):
                 else:
                     assert got is None
             else:
-                got = ring.get_many(arg, timeout=0)
+                many = ring.get_many(arg, timeout=0)
                 expect = [model.popleft() for _ in range(min(arg, len(model)))]
-                assert [bytes(g) for g in got] == expect
+                assert [bytes(g) for g in many] == expect
             assert ring.qsize() == len(model)
             assert ring.write_count - ring.read_count == len(model)
             if maxitems:
                 assert len(model) <= maxitems
         # everything still in the ring comes out, in order
-        rest = []
+        rest: list[bytes] = []
         while True:
             chunk = ring.get_many(100, timeout=0)
             if not chunk:

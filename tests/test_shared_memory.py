@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from typing import Any
 
 import pytest
 
@@ -107,11 +108,13 @@ def _wait_exit(pid: int, timeout: float = TIMEOUT) -> bool:
 
 def test_create_attach_close_unlink_like_the_stdlib():
     a = SharedMemory(create=True, size=100)
+    assert a.buf is not None   # open: None only once closed
     try:
         assert a.name.startswith("psm_") and a.size == 100 and len(a.buf) == 100
         assert repr(a) == f"SharedMemory({a.name!r}, size=100)"
         a.buf[:3] = b"abc"
         b = SharedMemory(a.name)
+        assert b.buf is not None
         assert bytes(b.buf[:3]) == b"abc" and b.size == 100
         b.close()
         b.close()                      # twice is fine, as in the stdlib
@@ -172,9 +175,11 @@ def test_is_the_stdlib_class():
 
 def test_track_false_on_every_version():
     a = SharedMemory(create=True, size=64, track=False)
+    assert a.buf is not None   # open: None only once closed
     try:
         a.buf[:3] = b"abc"
         b = SharedMemory(a.name, track=False)
+        assert b.buf is not None
         assert bytes(b.buf[:3]) == b"abc"
         b.close()
     finally:
@@ -186,6 +191,7 @@ def test_track_false_on_every_version():
 def test_pickled_to_a_child_by_every_start_method(method):
     ctx = mp.get_context(method)
     a = SharedMemory(create=True, size=16)
+    assert a.buf is not None   # open: None only once closed
     try:
         with ctx.Pool(1) as pool:
             # the worker attaches by name, writes and closes; the segment stays for the parent
@@ -200,6 +206,7 @@ def test_pickled_to_a_child_by_every_start_method(method):
 
 
 def _write_through(shm: SharedMemory, data: bytes) -> str:
+    assert shm.buf is not None
     shm.buf[: len(data)] = data
     shm.close()
     return shm.name
@@ -339,15 +346,18 @@ def test_many_users_coming_and_going_never_lose_it():
 # -- ShareableList -------------------------------------------------------------------------------
 
 def test_shareable_list_lives_in_a_multitask_segment():
-    sl = ShareableList([1, 2.5, "x", b"y", None, True])
+    # Mixed types, as the stdlib's own example: typeshed's value-restricted TypeVar (kept by
+    # ShareableList) admits one type per list unless told Any; and typeshed declares no
+    # __iter__ (iteration goes by __getitem__) -- hence the ignores on list() below.
+    sl: ShareableList[Any] = ShareableList([1, 2.5, "x", b"y", None, True])
     try:
         assert isinstance(sl.shm, SharedMemory)
-        assert list(sl) == [1, 2.5, "x", b"y", None, True]
+        assert list(sl) == [1, 2.5, "x", b"y", None, True]  # type: ignore[call-overload]
         sl[0] = 7
         other = ShareableList(name=sl.shm.name)
         assert other[0] == 7 and isinstance(other.shm, SharedMemory)
         copy = pickle.loads(pickle.dumps(sl))
-        assert list(copy) == list(sl)
+        assert list(copy) == list(sl)  # type: ignore[call-overload]
         other.shm.close()
         copy.shm.close()
     finally:

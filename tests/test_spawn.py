@@ -54,6 +54,7 @@ def test_child_dies_with_parent(method):
         pytest.skip("no pidfd")
     parent = subprocess.Popen([sys.executable, "-c", _TREE, method], stdout=subprocess.PIPE,
                               text=True)
+    assert parent.stdout is not None   # Popen made a pipe
     child = int(parent.stdout.readline())
     parent.stdout.close()
     assert not _gone(child)

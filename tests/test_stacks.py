@@ -59,6 +59,7 @@ def test_busy_worker_shows_its_task(tmp_path, start_method):
 def test_no_dump_for_unknown_process():
     child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
                              stdin=subprocess.PIPE)
+    assert child.stdin is not None   # Popen made a pipe
     try:
         assert _stacks.request(child.pid) is None
     finally:
@@ -93,6 +94,7 @@ def test_ps_stacks_cli(tmp_path):
             r.get(timeout=60)
     """)
     child = subprocess.Popen([sys.executable, "-c", prog], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None   # Popen made a pipe
     try:
         assert child.stdout.readline().strip() == "ready"
         out = subprocess.run([sys.executable, "-m", "multitask", "ps", "--stacks", "--json",
@@ -122,6 +124,7 @@ def test_request_returns_when_the_process_exits_after_answering():
         [sys.executable, "-c", "import sys; from multitask._core import _stacks; "
          "_stacks.install(); print('ready', flush=True); sys.stdin.readline()"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert child.stdin is not None and child.stdout is not None   # Popen made a pipes
     try:
         assert child.stdout.readline().strip() == "ready"
         timer = threading.Timer(0.1, child.stdin.close)   # it exits 0.1 s after the dump

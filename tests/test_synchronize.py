@@ -105,13 +105,13 @@ def test_rlock_is_recursive_and_lock_is_not():
     ("make", "exc", "match"),
     [
         (lambda: multitask.Semaphore(-1), ValueError, ">= 0"),
-        (lambda: multitask.Semaphore("3"), TypeError, "int"),
+        (lambda: multitask.Semaphore("3"), TypeError, "int"),  # type: ignore[arg-type]
         (lambda: multitask.BoundedSemaphore(-2), ValueError, ">= 0"),
         (lambda: multitask.Barrier(0), ValueError, "parties"),
-        (lambda: multitask.Barrier(2.5), TypeError, "parties"),
-        (lambda: multitask.Barrier(2, action=3), TypeError, "action"),
-        (lambda: multitask.Condition(threading.Lock()), TypeError, "threading lock"),
-        (lambda: multitask.Event().wait("1"), TypeError, "timeout"),
+        (lambda: multitask.Barrier(2.5), TypeError, "parties"),  # type: ignore[arg-type]
+        (lambda: multitask.Barrier(2, action=3), TypeError, "action"),  # type: ignore[arg-type]
+        (lambda: multitask.Condition(threading.Lock()), TypeError, "threading lock"),  # type: ignore[arg-type]
+        (lambda: multitask.Event().wait("1"), TypeError, "timeout"),  # type: ignore[arg-type]
     ],
 )
 def test_bad_input_raises_at_the_call(make, exc, match):

@@ -114,7 +114,7 @@ def test_factories_have_their_real_types(tmp_path: Path) -> None:
     lines = PROGRAM.splitlines()
     for lineno, expected in reveals.items():
         assert revealed.get(lineno) == expected, (lines[lineno - 1], revealed.get(lineno))
-    for lineno, code in errors.items():
-        assert code in reported.get(lineno, []), (lines[lineno - 1], reported.get(lineno))
+    for lineno, want in errors.items():
+        assert want in reported.get(lineno, []), (lines[lineno - 1], reported.get(lineno))
     unexpected = {lines[n - 1]: codes for n, codes in reported.items() if n not in errors}
     assert not unexpected, unexpected

@@ -78,7 +78,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -628,7 +628,7 @@ class Pipeline:
         """
         return list(self.run(source))
 
-    def run(self, source: Iterable[Any] | None = None) -> Iterator[Any]:
+    def run(self, source: Iterable[Any] | None = None) -> Generator[Any, None, None]:
         """Feed ``source`` (default: the constructor's) through the stages; yield the outputs.
 
         Nothing starts until the first ``next()``.  ``next()`` blocks until an output is ready.
@@ -656,7 +656,7 @@ class Pipeline:
 
     # -- the machinery -----------------------------------------------------------------------
 
-    def _run(self, source: Iterable[Any]) -> Iterator[Any]:
+    def _run(self, source: Iterable[Any]) -> Generator[Any, None, None]:
         self._running = True
         self.errors = []
         stop = threading.Event()

@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     for _name, obj in sorted(vars(module).items()):
         if isinstance(obj, type) and issubclass(obj, unittest.TestCase):
             for test in loader.loadTestsFromTestCase(obj):
+                assert isinstance(test, unittest.TestCase)   # a TestCase's suite holds no suites
                 if any(fnmatch.fnmatchcase(test.id(), p) for p in waits):
                     continue   # see allowlist.txt: "[waits]"
                 if args.pattern is None or args.pattern in test.id():
@@ -83,7 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     module.setUpModule()
     t0 = time.monotonic()
     try:
-        runner = unittest.TextTestRunner(resultclass=_Recorder, verbosity=0, stream=sys.stderr)
+        # typeshed types resultclass as taking the raw stream; the runner passes its wrapper of
+        # it (_WritelnDecorator), which is what TextTestResult's __init__ is typed to take.
+        runner = unittest.TextTestRunner(resultclass=_Recorder,  # type: ignore[arg-type]
+                                         verbosity=0, stream=sys.stderr)
         runner.run(suite)
     finally:
         module.tearDownModule()

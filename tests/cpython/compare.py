@@ -45,7 +45,8 @@ def main(argv: list[str]) -> int:
         std, ours = runs.get(("stdlib", method)), runs.get(("multitask", method))
         if std is None or ours is None:
             continue
-        regressions, allowed = [], []
+        regressions: list[tuple[str, str]] = []
+        allowed: list[tuple[str, str]] = []
         for test, outcome in sorted(std.items()):
             if outcome != "pass" or ours.get(test) == "pass":
                 continue

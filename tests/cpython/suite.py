@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import os
 import types
+from typing import Any
 
 import test._test_multiprocessing as T
 
@@ -40,7 +41,7 @@ def bind_multitask() -> None:
     T.shared_memory = multitask.shared_memory
     T.ManagerMixin.Process = multitask.Process
 
-    def set_up_class(cls: type) -> None:
+    def set_up_class(cls: Any) -> None:   # T.ManagerMixin (the suite's, untyped) or a subclass
         T.BaseMixin.setUpClass.__func__(cls)
         cls.manager = multitask.Manager()
 

@@ -210,6 +210,7 @@ class _Run:
 
     def completed(self) -> int:
         try:
+            assert self.pool is not None   # None (before or after a run) counts as -1 too
             return self.pool.statistics().completed
         except BaseException:
             return -1
@@ -356,6 +357,7 @@ class _Run:
 
     # -- chaos -----------------------------------------------------------------------------
     def chaos(self, kills: int, terminate_after: float | None) -> None:
+        assert self.pool is not None   # run() starts this thread after making its pool
         rng = random.Random(self.seed ^ 0x5EED)
         start = time.monotonic()
         while not self.stop.is_set():
