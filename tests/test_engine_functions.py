@@ -15,7 +15,12 @@ def _fns(n):
 
 def test_one_serialization_and_one_id_per_function():
     calls = []
-    cache = FunctionCache(lambda fn: calls.append(fn) or b"blob", limit=4)
+
+    def dumps(fn):
+        calls.append(fn)
+        return b"blob"
+
+    cache = FunctionCache(dumps, limit=4)
     f, g = _fns(2)
     first = cache.entry(f)
     assert cache.entry(f) == (first[0], b"blob", [])
