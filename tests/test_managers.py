@@ -10,7 +10,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from typing import Any
 
 import psutil
 import pytest
@@ -177,18 +176,17 @@ def test_python_314_proxy_additions_on_every_version():
     import multitask as mt
 
     with mt.Manager() as m:
-        # Typeshed types these proxies (and SyncManager) as the stdlib's of this Python, without
-        # 3.14's additions, which managers.py adds at run time: Any here.
-        lst: Any = m.list([1, 2])
+        # Typed by managers.py's declarations (tests/test_typing.py checks them), not Any.
+        lst = m.list([1, 2])
         assert lst.copy() == [1, 2]
         lst.clear()
         assert len(lst) == 0
-        d: Any = m.dict(a=1)
+        d = m.dict(a=1)
         assert d | {"b": 2} == {"a": 1, "b": 2} and {"z": 0} | d == {"z": 0, "a": 1}
         d |= {"c": 3}
         assert d.copy() == {"a": 1, "c": 3} and list(reversed(d)) == ["c", "a"]
         assert d.fromkeys(["x", "y"], 0) == {"x": 0, "y": 0}
-        s = m.set([1, 2])  # type: ignore[attr-defined]  # registered at run time
+        s = m.set([1, 2])
         s.add(3)
         s |= {4}
         s -= {1}

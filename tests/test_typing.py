@@ -50,6 +50,12 @@ PROGRAM = textwrap.dedent('''\
     reveal_type(mp.Array(ctypes.c_int, 3, lock=False))  # -> _ctypes.Array[ctypes.c_int]
     reveal_type(mp.RawValue(ctypes.c_double))  # -> ctypes.c_double
     reveal_type(mp.Manager())  # -> multitask.managers.SyncManager
+    reveal_type(mp.Manager().list())  # -> multitask.managers.ListProxy
+    reveal_type(mp.Manager().list().copy())  # -> list[Any]
+    reveal_type(mp.Manager().dict().fromkeys("ab"))  # -> dict[Any, Any]
+    reveal_type(mp.Manager().set())  # -> multitask.managers.SetProxy
+    reveal_type(mp.Manager().set() & {1})  # -> set[Any]
+    reveal_type(2 in mp.Manager().set())  # -> bool
     reader, writer = mp.Pipe()
     reveal_type(reader)  # -> multitask.connection.Connection
     reveal_type(writer)  # -> multitask.connection.Connection
@@ -71,6 +77,7 @@ PROGRAM = textwrap.dedent('''\
     mp.Value("i", 0).value = "x"  # error: assignment
     ints.put("x")  # error: arg-type
     mp.Pipe()[0].poll("soon")  # error: arg-type
+    mp.Manager().set().issubset(3)  # error: arg-type
 ''')
 
 
