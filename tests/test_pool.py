@@ -504,3 +504,28 @@ def test_more_distinct_functions_than_the_cache_holds(ctx):
         results = [p.apply_async(fn, (3,)) for fn in fns]
         assert [r.get(timeout=60) for r in results] == [3 * i for i in range(limit + 40)]
         assert len(p._backend._funcs) <= limit
+
+
+def test_when_running_callbacks_run_once_the_backend_runs():
+    """The engine's when_running(fn): the process backend runs fn from its watcher thread (so a
+    Pool() call does not start the monitor's thread itself); later, or on other backends, at
+    once in the caller.  Every fn runs exactly once."""
+    import threading
+
+    ran: list[str] = []
+    done = threading.Event()
+
+    def record():
+        ran.append(threading.current_thread().name)
+        done.set()
+
+    with multitask.Pool(1) as p:
+        p._backend.when_running(record)
+        assert done.wait(30)
+        p.apply(abs, (-1,))
+        p._backend.when_running(record)    # the watcher ran long ago: at once, here
+    assert ran[1] == threading.current_thread().name and len(ran) == 2
+    assert ran[0] in (threading.current_thread().name, "multitask-watcher")
+    with multitask.pool.ThreadPool(1) as t:
+        t._backend.when_running(record)
+    assert len(ran) == 3 and ran[2] == threading.current_thread().name

@@ -129,13 +129,17 @@ class Backend(abc.ABC):
     #: True if the backend runs MODE_ITEMS tasks (groups of items with per-item outcomes)
     item_groups: bool = False
 
-    #: True if a thread of the backend calls ``monitor._hook.start_pending()`` once started:
-    #: Pool() then registers for ``multitask ps`` without starting a thread itself.
-    starts_registry_hand_over: bool = False
 
     @property
     def workers_replaced(self) -> int:
         return self._replaced
+
+    def when_running(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` (cheap; never raises) once the workers are running -- from a thread of
+        the backend's own where it has one, so that a front end's background set-up (the
+        monitor's registration starts a thread) does not delay the call that made the pool.
+        This default calls it at once, in the calling thread."""
+        fn()
 
     def lead(self, until: Callable[[], bool], deadline: float | None) -> bool:
         """Let the calling thread read results itself until ``until()`` is true or the

@@ -191,7 +191,6 @@ def _queued(w: _Worker) -> float:
 class ProcessBackend(Backend):
     name = "process"
     item_groups = True
-    starts_registry_hand_over = True   # the watcher does (see _watch_loop)
 
     # -- start -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -204,6 +203,8 @@ class ProcessBackend(Backend):
         self._winding_down = False      # join() let the threads end early (see join)
         self._terminated = False
         self._stopped = False
+        # front-end callbacks the watcher runs once it runs (when_running); None after
+        self._when_running: list[Callable[[], None]] | None = []
         self._broken: BaseException | None = None
         self._replaced = 0
         self._order_breach_logged = False
@@ -1021,11 +1022,28 @@ class ProcessBackend(Backend):
                 pass
 
     # -- watcher -----------------------------------------------------------------------------
+    def when_running(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` from the watcher thread once it runs (see Backend.when_running), or at
+        once if it already has (or never will: the pool was stopped first)."""
+        with self._lock:
+            if self._when_running is not None and not self._stopped:
+                self._when_running.append(fn)
+                return
+        fn()
+
+    def _run_when_running(self) -> None:
+        with self._lock:
+            callbacks, self._when_running = self._when_running, None
+        for fn in callbacks or ():
+            fn()
+
     def _watch_loop(self) -> None:
         # _stop() joins this thread before the result thread, so once it has, the result
         # thread was either started here or never will be.
         with self._lock:
             begin = not self._stopped
+        if not begin:
+            self._run_when_running()   # stopped first: nothing runs, but nothing is dropped
         if begin:
             try:
                 self._result_thread.start()
@@ -1035,6 +1053,7 @@ class ProcessBackend(Backend):
             # starting this thread); the pool's own, made after start(), joins the queue
             # while the hand-over thread waits (see monitor/_hook.py).
             _hook.start_pending()
+            self._run_when_running()
             # The baseline a SIGKILLed worker's cause is judged against (see _cause); here,
             # not in start(): ~0.1 ms of file reads, off the path of the pool's first result.
             self._oom_kills = _spawn.oom_kills()

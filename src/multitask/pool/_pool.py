@@ -212,7 +212,9 @@ class Pool:
         # dropped while running, it also says so, as the stdlib's does (ResourceWarning).
         self._finalizer = weakref.finalize(self, _finalize_pool, self._backend, self.name,
                                            self._state_box)
-        _registry_register(self, self._backend.starts_registry_hand_over)
+        # Published for `multitask ps` once the backend runs, from its thread where it has one.
+        _registry_register(self)
+        self._backend.when_running(_registry_start_pending)
 
     @property
     def _state(self) -> str:
@@ -542,10 +544,16 @@ def _registry_unregister(pool: Pool) -> None:
     _hook.unregister(pool)
 
 
-def _registry_register(pool: Pool, deferred: bool) -> None:
+def _registry_register(pool: Pool) -> None:
     from ..monitor import _hook  # never raises: observability must not break the computation
 
-    _hook.register_pool(pool, deferred=deferred)
+    _hook.register_pool(pool, deferred=True)   # handed over by _registry_start_pending
+
+
+def _registry_start_pending() -> None:
+    from ..monitor import _hook
+
+    _hook.start_pending()
 
 
 class ThreadPool(Pool):
