@@ -55,3 +55,34 @@ def test_a_function_that_cannot_be_serialized_is_not_cached():
 def test_limit_must_be_positive():
     with pytest.raises(ValueError):
         FunctionCache(lambda fn: b"", limit=0)
+
+
+def test_prime_serializes_outside_and_entry_takes_it():
+    calls = []
+
+    def dumps(fn):
+        calls.append(fn)
+        return b"primed"
+
+    cache = FunctionCache(dumps, limit=2)
+    f, g, h, i = _fns(4)
+    cache.prime(f)
+    cache.prime(f)                      # once
+    assert calls == [f]
+    assert cache.entry(f)[1] == b"primed" and calls == [f]   # entry did not serialize again
+    cache.prime(f)                      # cached: nothing to do
+    assert calls == [f]
+    cache.prime(g)
+    cache.prime(h)
+    cache.prime(i)                      # at most `limit` wait: i is not primed
+    assert calls == [f, g, h]
+
+
+def test_prime_never_raises():
+    def dumps(fn):
+        raise pickle.PicklingError("no")
+
+    cache = FunctionCache(dumps)
+    cache.prime(len)                    # the error comes at dispatch, from entry()
+    with pytest.raises(pickle.PicklingError):
+        cache.entry(len)

@@ -20,8 +20,11 @@ __all__ = ["FunctionCache"]
 class FunctionCache:
     """``id(fn)`` -> (fn, small id, serialized fn), LRU, at most ``limit`` entries.
 
-    Not thread-safe: the backend calls it under its dispatch lock.  ``dumps`` raises for a
-    function that cannot be serialized (the caller fails that task); nothing is cached then.
+    :meth:`entry` is not thread-safe: the backend calls it under its dispatch lock.
+    :meth:`prime` may be called from any thread, outside that lock, so that serializing a
+    function -- user code: ``__reduce__``, cloudpickle of a closure, milliseconds -- does not
+    run while the lock is held.  ``dumps`` raises for a function that cannot be serialized
+    (the caller fails that task); nothing is cached then.
     """
 
     def __init__(self, dumps: Callable[[Any], bytes], limit: int = 256) -> None:
@@ -32,6 +35,22 @@ class FunctionCache:
         self._entries: collections.OrderedDict[int, tuple[Any, int, bytes]] = (
             collections.OrderedDict())
         self._ids = 0
+        self._primed: dict[int, tuple[Any, bytes]] = {}   # id(fn) -> (fn, bytes), not yet in
+
+    def prime(self, fn: Any) -> None:
+        """Serialize ``fn`` now, in the calling thread, if it is not cached; :meth:`entry` then
+        takes the bytes without serializing.  Never raises (a function that cannot be
+        serialized fails its task at dispatch, as without priming)."""
+        key = id(fn)
+        # dict reads and stores are atomic; at most `limit` primed functions wait (those of
+        # jobs that never reached dispatch are dropped with the cache)
+        if key in self._entries or key in self._primed or len(self._primed) >= self._limit:
+            return
+        try:
+            data = self._dumps(fn)
+        except Exception:
+            return
+        self._primed[key] = (fn, data)
 
     def entry(self, fn: Any) -> tuple[int, bytes, list[tuple[int, int]]]:
         """``(fid, serialized fn, evicted)``; ``evicted`` lists ``(id(old fn), old fid)`` of the
@@ -42,7 +61,9 @@ class FunctionCache:
         if found is not None:   # the entry keeps fn alive, so its id is not reused meanwhile
             self._entries.move_to_end(key)
             return found[1], found[2], []
-        data = self._dumps(fn)   # may raise: then nothing changes
+        primed = self._primed.pop(key, None)
+        # no bytes primed for this very function: serialize here (may raise: nothing changes)
+        data = primed[1] if primed is not None and primed[0] is fn else self._dumps(fn)
         self._ids += 1
         self._entries[key] = (fn, self._ids, data)
         evicted: list[tuple[int, int]] = []

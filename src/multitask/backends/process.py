@@ -387,6 +387,7 @@ class ProcessBackend(Backend):
 
     # -- submitting --------------------------------------------------------------------------
     def submit(self, job: Job) -> None:
+        self._funcs.prime(job.fn)   # user code (pickling the function): not under the lock
         with self._lock:
             if self._broken is not None:
                 raise self._broken

@@ -440,6 +440,7 @@ class RayBackend(Backend):
         task.wire = True     # prepared
 
     def submit(self, job: Job) -> None:
+        self._funcs.prime(job.fn)   # user code (pickling the function): not under the lock
         with self._lock:
             if self._broken is not None:
                 raise self._broken
