@@ -153,9 +153,11 @@ def leak_check(request):
         if not collected:
             # An fd held only by unreachable objects (a reference cycle) is released by the
             # next collection: not a leak.  One collection, as CPython's own tests do before
-            # they count resources.  (On Python 3.12, test_managers' proxy connections and a
-            # Popen's pipes are freed this way -- 24 s of waiting, then a false leak, before;
-            # which cycle holds them is not identified yet.)
+            # they count resources.  (test_managers: `list(proxy)` ends with the manager's
+            # IndexError, which the stdlib's BaseProxy._callmethod raises from its local
+            # `result` -- exception -> traceback -> frame -> (f_back) the test's frame and its
+            # proxies, connections and Popen.  Where no collection ran in between, as in the
+            # 3.12 matrix, the leak check waited 10 s and failed.)
             gc.collect()
             collected = True
             continue
