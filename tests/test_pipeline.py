@@ -255,13 +255,18 @@ SIGINT_SCRIPT = textwrap.dedent("""
         time.sleep(0.05)
         return x
 
+    def drain(pipe):
+        for i, _ in enumerate(pipe.run(range(10**6))):
+            if i == 5:
+                print("running", [s.pids for s in pipe.statistics()][0], flush=True)
+
     if __name__ == "__main__":
         pipe = mp.Pipeline(progress=False).stage(slow, workers=2).stage(
             lambda x: x, kind="thread", workers=2)
+        # (the loop in a function: CPython 3.12+ may leave a loop's closing JUMP_BACKWARD,
+        # where a signal is checked, outside the enclosing try; see test_pool_signals)
         try:
-            for i, _ in enumerate(pipe.run(range(10**6))):
-                if i == 5:
-                    print("running", [s.pids for s in pipe.statistics()][0], flush=True)
+            drain(pipe)
         except KeyboardInterrupt:
             print("interrupted", flush=True)
             sys.exit(3)
