@@ -14,6 +14,7 @@ EXPECTED_BEYOND_STDLIB = {
     "MultitaskError",
     "Pipeline",
     "PoolStatistics",
+    "ProcessPoolExecutor",
     "RemoteError",
     "SerializationError",
     "TaskTimeoutError",

@@ -232,6 +232,20 @@ def test_join_right_after_start_and_close_leaves_no_worker(ctx):
                     and psutil.pid_exists(c.pid)]
 
 
+@pytest.mark.parametrize("backend", ["process", "thread"])
+def test_join_twice_returns_at_once(ctx, backend):
+    # The stdlib allows it; the process backend's second join() waited for ever on exit
+    # reports from threads the first one had ended (found by CPython's test_deadlock, which
+    # shuts an executor down twice).
+    for end in ("close", "terminate"):
+        p = ctx.Pool(2, backend=backend)
+        getattr(p, end)()
+        p.join()
+        t0 = time.monotonic()
+        p.join()
+        assert time.monotonic() - t0 < 5
+
+
 def test_terminate_fails_pending_results_instead_of_hanging(ctx):
     p = ctx.Pool(1)
     rs = [p.apply_async(sleepy, (5,)) for _ in range(3)]

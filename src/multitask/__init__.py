@@ -71,6 +71,7 @@ _LAZY: dict[str, str] = {
     # beyond the stdlib
     "shared_array": ".shared",
     "Pipeline": ".pipeline",
+    "ProcessPoolExecutor": ".futures",
 }
 
 __all__ = sorted([
@@ -121,6 +122,7 @@ if _typing.TYPE_CHECKING:  # static names for type checkers and IDEs; at run tim
     from .context import set_executable as set_executable
     from .context import set_forkserver_preload as set_forkserver_preload
     from .context import set_start_method as set_start_method
+    from .futures import ProcessPoolExecutor as ProcessPoolExecutor
     from .pipeline import Pipeline as Pipeline
     from .pool import AsyncResult as AsyncResult
     from .pool import PoolStatistics as PoolStatistics

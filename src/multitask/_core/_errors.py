@@ -12,12 +12,22 @@ multiprocessing.TimeoutError`` still works after ``import multitask as mp``)::
     │   ├── TimeoutError            (also multiprocessing.TimeoutError and builtins.TimeoutError)
     │   │   └── TaskTimeoutError    a task ran past its ``task_timeout``; its worker was replaced
     │   └── WorkerDiedError         the worker running a task died (.cause, .task, .rss_peak,
-    │                               .pid, .exitcode, .signal)
+    │                               .pid, .exitcode, .signal); also
+    │                               concurrent.futures.process.BrokenProcessPool (see below)
     ├── RemoteError                 a task raised; carries the worker's formatted traceback
     ├── SerializationError          an argument/result/exception could not be (un)pickled
     │                               (also pickle.PicklingError)
     └── ClosedError                 "you closed it": the object was closed/terminated by its
                                     owner (also ValueError, which the stdlib raises there)
+
+``WorkerDiedError`` also derives from ``concurrent.futures.process.BrokenProcessPool`` (and so
+``BrokenExecutor``), so that ``except BrokenProcessPool`` code keeps working with
+``multitask.ProcessPoolExecutor``.  Importing that stdlib module costs ~13 ms (it loads much of
+``multiprocessing``), too much for ``import multitask`` in every spawned worker, so the base is
+added when the module is loaded anyway: by :mod:`multitask.futures`, or at the first
+``WorkerDiedError`` made once a program imported it (:func:`adopt_broken_process_pool`).  A
+program can only name ``BrokenProcessPool`` in an ``except`` after importing it, so every
+``except BrokenProcessPool`` sees the base.
 
 "You closed it" (:class:`ClosedError`) is kept apart from "it broke" (:class:`WorkerDiedError`,
 :class:`SerializationError`).  All of them pickle and unpickle with their attributes, because they
@@ -30,6 +40,7 @@ import builtins
 import multiprocessing
 import pickle
 import signal as _signal
+import sys
 from typing import Any
 
 __all__ = [
@@ -143,6 +154,8 @@ class WorkerDiedError(ProcessError):
                  exitcode: int | None = None, cause: str | None = None,
                  task: str | None = None, rss_peak: int | None = None,
                  worker: int | None = None) -> None:
+        if not _adopted and "concurrent.futures.process" in sys.modules:
+            adopt_broken_process_pool()
         self.pid = pid
         self.exitcode = exitcode
         self.signal = signal_of(exitcode)
@@ -248,3 +261,19 @@ def _rebuild(cls: type[BaseException], args: tuple[Any, ...],
             except ValueError:
                 pass
     return exc
+
+
+_adopted = False
+
+
+def adopt_broken_process_pool() -> None:
+    """Make :class:`WorkerDiedError` a ``concurrent.futures.process.BrokenProcessPool`` too
+    (imports that module; see the module docstring for why this is not done at import)."""
+    global _adopted
+    if _adopted:
+        return
+    from concurrent.futures.process import BrokenProcessPool
+
+    if not issubclass(WorkerDiedError, BrokenProcessPool):
+        WorkerDiedError.__bases__ = (*WorkerDiedError.__bases__, BrokenProcessPool)
+    _adopted = True

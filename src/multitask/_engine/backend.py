@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .jobs import Job
+    from .jobs import Job, Task
     from .stats import WorkerStatistics
 
 __all__ = ["BACKENDS", "Backend", "default_backend", "load_backend"]
@@ -52,6 +52,8 @@ class Backend(abc.ABC):
 
     #: the name used in ``Pool(backend=...)``
     name: str = ""
+    #: the backend's own keyword options (any other raises TypeError)
+    option_names: frozenset[str] = frozenset()
 
     def __init__(self, *, processes: int, initializer: Callable[..., Any] | None,
                  initargs: tuple[Any, ...], maxtasksperchild: int | None, context: Any,
@@ -68,6 +70,11 @@ class Backend(abc.ABC):
         self.task_timeout = task_timeout
         self.nice = nice
         self.cpu_affinity = cpu_affinity
+        unknown = sorted(set(options) - self.option_names)
+        if unknown:
+            raise TypeError(f"unexpected keyword argument{'s' if len(unknown) > 1 else ''} "
+                            f"{', '.join(map(repr, unknown))} (the {self.name} backend takes "
+                            f"{sorted(self.option_names) or 'no options of its own'})")
         self.options = options
         self.max_memory_per_child = max_memory_per_child
         self.maxtasksperchild_jitter = maxtasksperchild_jitter
@@ -116,8 +123,16 @@ class Backend(abc.ABC):
         """Wait for the workers to exit after close()/terminate(); True if they did."""
 
     @abc.abstractmethod
-    def terminate(self) -> None:
-        """Stop the workers now; tasks not finished are failed with ClosedError. Never hangs."""
+    def terminate(self, _reason: BaseException | None = None) -> None:
+        """Stop the workers now; tasks not finished are failed with ``_reason`` (default: a
+        ClosedError).  Never hangs."""
+
+    #: the error that broke the backend (its workers cannot run tasks any more), or None
+    _broken: BaseException | None = None
+
+    @property
+    def broken(self) -> BaseException | None:
+        return self._broken
 
     @abc.abstractmethod
     def worker_statistics(self) -> tuple[WorkerStatistics, ...]:
@@ -140,6 +155,13 @@ class Backend(abc.ABC):
         monitor's registration starts a thread) does not delay the call that made the pool.
         This default calls it at once, in the calling thread."""
         fn()
+
+    def cancel_task(self, task: Task) -> bool:
+        """Stop ``task``, which a worker holds, by stopping that worker (it is replaced); the
+        task is then reported failed as usual (its result is withdrawn by the caller first).
+        True if it will be stopped; False if this backend cannot stop a running task, or the
+        task is not (or no longer) the one its worker runs or is about to run.  Never blocks."""
+        return False
 
     def lead(self, until: Callable[[], bool], deadline: float | None) -> bool:
         """Let the calling thread read results itself until ``until()`` is true or the

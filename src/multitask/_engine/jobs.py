@@ -256,20 +256,33 @@ class ApplyJob(Job):
                  result: Any, *, timeout: float | None) -> None:
         super().__init__(owner, fn, MODE_CALL, result, timeout=timeout)
         self.task: Task | None = Task(self, 0, (args, kwargs), 1)
+        #: the task once a worker has it (for Backend.cancel_task)
+        self.handed: Task | None = None
+        # A result that can be withdrawn (a concurrent.futures.Future) is claimed when a worker
+        # takes its task: a future cancelled before that never runs (its claim fails).
+        self._claim: Callable[[], bool] | None = getattr(result, "_claim", None)
 
     def next_task(self) -> Task | None:
         with self._lock:
             task, self.task = self.task, None
-            if task is not None:
-                self.outstanding += 1
             self.exhausted = True
+            if task is None:
+                return None
+            if self._claim is not None and not self._claim():
+                # cancelled while it waited: withdrawn, never run (not counted as submitted)
+                self.owner.count_submitted(-1)
+                return None
+            self.outstanding += 1
+            self.handed = task
         return task
 
     def _deliver(self, task: Task, ok: bool, value: Any) -> bool:
+        self.handed = None   # (job -> task -> job: a cycle that would keep the owner alive)
         self.result._set(ok, value)
         return True
 
     def _fail(self, exc: BaseException) -> None:
+        self.handed = None
         self.result._set(False, exc)
 
 
@@ -278,7 +291,7 @@ class MapJob(Job):
 
     def __init__(self, owner: JobOwner, fn: Callable[..., Any], mode: int, items: Any,
                  result: Any, *, chunksize: int | None, workers: int, timeout: float | None,
-                 progress: Any = None) -> None:
+                 progress: Any = None, window: int | None = None) -> None:
         super().__init__(owner, fn, mode, result, timeout=timeout, progress=progress)
         self.chunksize = chunksize
         self.workers = max(1, workers)
@@ -293,11 +306,16 @@ class MapJob(Job):
         else:
             self._seq = None
             self.length = None
-            self._feeder = _Feeder(self, iter(items))
+            self._feeder = _Feeder(self, iter(items), window)
 
     def start_feeding(self) -> None:
         if self._feeder is not None:
             self._feeder.start()
+
+    def consumed(self, n: int) -> None:
+        """The consumer took ``n`` more results (a ``window``: the feeder may read on)."""
+        if self._feeder is not None and self._feeder.window is not None:
+            self._feeder.consume(n)
 
     def _chunk_size(self, remaining: int | None) -> int:
         if self.mode == MODE_ITEMS:
@@ -422,9 +440,13 @@ class _Feeder:
     bounded however long the input is.
     """
 
-    def __init__(self, job: MapJob, it: Iterator[Any]) -> None:
+    def __init__(self, job: MapJob, it: Iterator[Any], window: int | None = None) -> None:
         self.job = job
         self.it = it
+        # ``window``: at most this many items read and not yet consumed (Executor.map's
+        # buffersize); None: bounded by the buffer alone
+        self.window = window
+        self.consumed = 0
         self.buffer: deque[Any] = deque()
         self.base = 0                 # input index of buffer[0]
         self.total = 0                # items read so far
@@ -444,7 +466,10 @@ class _Feeder:
         try:
             for item in self.it:
                 with self._cond:
-                    while len(self.buffer) >= self._high_water() and not self._stopped:
+                    while not self._stopped and (
+                            len(self.buffer) >= self._high_water()
+                            or (self.window is not None
+                                and self.total - self.consumed >= self.window)):
                         self._cond.wait()
                     if self._stopped:
                         return
@@ -474,6 +499,11 @@ class _Feeder:
             self.base += n
             self._cond.notify()
         return start, data
+
+    def consume(self, n: int) -> None:
+        with self._cond:
+            self.consumed += n
+            self._cond.notify()
 
     def finished_and_empty(self) -> bool:
         return self.finished and not self.buffer

@@ -191,6 +191,10 @@ def _queued(w: _Worker) -> float:
 class ProcessBackend(Backend):
     name = "process"
     item_groups = True
+    #: ``prefetch=False``: a worker holds one task at a time (none queued behind the running
+    #: one), so a task a worker holds is running -- what cancel_task needs to stop a running
+    #: task without stopping another (the Executor's ``cancel_running=True``).
+    option_names = frozenset({"prefetch"})
 
     # -- start -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -214,6 +218,9 @@ class ProcessBackend(Backend):
         self._fn_seconds: dict[int, float] = {}
         # pid -> (task id, timeout, its stack when it overran: TaskTimeoutError's __cause__)
         self._timed_out: dict[int, tuple[int, float, str]] = {}
+        # ids of tasks whose worker cancel_task stopped: failed (withdrawn), never re-run
+        self._cancelled: set[int] = set()
+        self._prefetch = bool(self.options.get("prefetch", True))
         self._crash_fds: dict[int, int] = {}   # pid -> crash report of a worker forked here
         self._oom_kills = -1   # the kernel's OOM-kill count, read by the watcher (see _cause)
         self._watch_at = float("inf")   # when the watcher will next look at deadlines
@@ -420,6 +427,8 @@ class ProcessBackend(Backend):
         n = len(w.inflight)
         if w.quota is not None and w.quota <= 0:
             return False
+        if not self._prefetch:
+            return n == 0
         if n == 0 or (w.queued < _PREFETCH_SECONDS and n < _MAX_PREFETCH):
             return True
         # A map's chunks are sized by guided self-scheduling (shrinking towards the end), so one
@@ -881,8 +890,16 @@ class ProcessBackend(Backend):
                 failed.append((task, None, timeout))
                 w.tasks_done += 1
                 w.tasks_failed += 1
-            # Tasks it never started go back to the front of the queue, for another worker.
-            redo = rest + tasks[cut:]
+            # Tasks it never started go back to the front of the queue, for another worker --
+            # but not one whose worker cancel_task stopped (it may have started: never re-run).
+            redo = rest
+            for task in tasks[cut:]:
+                if task.id in self._cancelled:
+                    failed.append((task, None, None))
+                else:
+                    redo.append(task)
+            for task in tasks:
+                self._cancelled.discard(task.id)
             if redo:
                 self._pending.appendleft(Redo(redo))
             w.state = "dead"
@@ -1153,6 +1170,25 @@ class ProcessBackend(Backend):
             return None
         return max(0.0, soonest - time.monotonic()) + 0.001
 
+    def cancel_task(self, task: Task) -> bool:
+        """Stop ``task`` by killing its worker (replaced as after any death), if the task is the
+        one that worker runs or will run next -- never one queued behind another task (that
+        would stop the other); with ``prefetch=False`` a worker holds only one.  The task is
+        then failed with WorkerDiedError, never re-run."""
+        with self._lock:
+            if self._terminated or task.worker < 0:
+                return False
+            w = self._workers[task.worker]
+            if w.pid is None or w.state != "running" or not w.inflight:
+                return False
+            slot_task, _ = self._slots.get(w.idx)
+            if w.inflight[0] is not task and slot_task != task.id:
+                return False   # done, or queued behind the task its worker runs
+            self._cancelled.add(task.id)
+            pid = w.pid
+        self._kill_worker(pid)
+        return True
+
     def _stack_then_kill(self, pid: int, task_id: int, limit: float) -> None:
         """A timed-out worker: its stack for the TaskTimeoutError, then SIGKILL.  Bounded
         (_stacks.request ends by its deadline, or when the worker exits)."""
@@ -1182,6 +1218,8 @@ class ProcessBackend(Backend):
         self._send(sends)
 
     def join(self, timeout: float | None = None) -> bool:
+        if self._stopped:
+            return True   # joined before: the threads that would report exits are gone
         deadline = None if timeout is None else time.monotonic() + timeout
         fds = self._exit_fds()
         if fds is None and not self._exit_pids_known():

@@ -339,6 +339,7 @@ class RayBackend(Backend):
     """Pool workers as Ray actors.  See the module docstring."""
 
     name = "ray"
+    option_names = frozenset({"ray_address", "ray_actor_options"})
 
     # -- start -----------------------------------------------------------------------------
     def start(self) -> None:

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-import collections
 import itertools
 import os
 import sys
-import threading
-import time
 import weakref
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from .._core import _stacks
-from .._core._errors import ClosedError
-from .._engine.backend import Backend, load_backend
+from .._engine.backend import Backend
+from .._engine.frontend import (
+    DEFAULT,
+    FrontEnd,
+    FutureResult,
+    check_callable,
+    check_chunksize,
+    check_timeout_value,
+)
 from .._engine.jobs import (
     MODE_ITEMS,
     MODE_MAP,
@@ -32,81 +35,17 @@ from ._results import AsyncResult, IMapIterator, MapResult
 if TYPE_CHECKING:
     import concurrent.futures
 
-    from .._engine.stats import PoolStatistics
-
 P = ParamSpec("P")
 T = TypeVar("T")
 
-_DEFAULT: Any = object()        # "use the pool's task_timeout"
+_DEFAULT: Any = DEFAULT          # "use the pool's task_timeout"
 _pool_numbers = itertools.count(1)
-_TIMELINE_MAX = 100_000         # task records kept for pool.timeline()
+_check_callable = check_callable
+_check_chunksize = check_chunksize
+_check_timeout_value = check_timeout_value
 
 
-def _check_callable(func: Any) -> None:
-    if not callable(func):
-        raise TypeError(f"func must be callable, not {type(func).__name__}")
-
-
-def _check_timeout_value(name: str, value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds or None, not {type(value).__name__}")
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, not {value!r}")
-    return float(value)
-
-
-def _check_chunksize(chunksize: Any) -> int | None:
-    if chunksize is None:
-        return None
-    if isinstance(chunksize, bool) or not isinstance(chunksize, int):
-        raise TypeError(f"chunksize must be a positive int or None, not {type(chunksize).__name__}")
-    if chunksize < 1:
-        raise ValueError(f"chunksize must be at least 1, not {chunksize}")
-    return chunksize
-
-
-class _FutureResult:
-    """Adapts a ``concurrent.futures.Future`` to the result interface jobs complete."""
-
-    __slots__ = ("future",)
-
-    def __init__(self, future: concurrent.futures.Future[Any]) -> None:
-        self.future = future
-
-    def _set(self, ok: bool, value: Any) -> None:
-        fut = self.future
-        if fut.done():
-            return
-        if fut.running() or fut.set_running_or_notify_cancel():
-            if ok:
-                fut.set_result(value)
-            else:
-                # Future.result() re-raises the object as it is: each future gets its own
-                # (terminate() fails many with one; see AsyncResult._set).
-                fut.set_exception(_own_copy(value))
-
-
-def _own_copy(exc: BaseException) -> BaseException:
-    """``exc`` the first time it is handed out, a shallow copy (same cause, context and
-    original traceback) every time after."""
-    try:
-        if not getattr(exc, "_mt_handed_out", False):
-            exc._mt_handed_out = True   # type: ignore[attr-defined]
-            exc._mt_tb = exc.__traceback__   # type: ignore[attr-defined]
-            return exc
-        import copy
-
-        dup = copy.copy(exc)
-    except Exception:   # an exception type that cannot be copied (or takes no attribute)
-        return exc
-    dup.__cause__, dup.__context__ = exc.__cause__, exc.__context__
-    dup.__suppress_context__ = exc.__suppress_context__
-    return dup.with_traceback(getattr(exc, "_mt_tb", exc.__traceback__))
-
-
-class Pool:
+class Pool(FrontEnd):
     """A pool of worker processes with the stdlib ``multiprocessing.Pool`` API.
 
     ``Pool(processes=None, initializer=None, initargs=(), maxtasksperchild=None, context=None,
@@ -143,71 +82,20 @@ class Pool:
                  nice: int | None = None, cpu_affinity: Iterable[int] | None = None,
                  name: str | None = None, max_memory_per_child: int | None = None,
                  maxtasksperchild_jitter: float = 0.0, **backend_options: Any) -> None:
-        from .._core import _spawn
-
-        if processes is None:
-            processes = _spawn.cpu_count()
-        if isinstance(processes, bool) or not isinstance(processes, int):
-            raise TypeError(f"processes must be an int, not {type(processes).__name__}")
-        if processes < 1:
-            raise ValueError("Number of processes must be at least 1")
-        if initializer is not None and not callable(initializer):
-            raise TypeError("initializer must be a callable")
-        if maxtasksperchild is not None:
-            if isinstance(maxtasksperchild, bool) or not isinstance(maxtasksperchild, int):
-                raise TypeError("maxtasksperchild must be a positive int or None")
-            if maxtasksperchild < 1:
-                raise ValueError("maxtasksperchild must be a positive int or None")
-        if max_memory_per_child is not None and (
-                isinstance(max_memory_per_child, bool)
-                or not isinstance(max_memory_per_child, int)):
-            raise TypeError("max_memory_per_child must be a number of bytes (int) or None")
-        if max_memory_per_child is not None and max_memory_per_child < 1 << 20:
-            raise ValueError("max_memory_per_child is in bytes and must be at least 1 MiB "
-                             f"(a Python worker alone uses ~10 MiB), not {max_memory_per_child}")
-        if isinstance(maxtasksperchild_jitter, bool) or not isinstance(
-                maxtasksperchild_jitter, int | float):
-            raise TypeError("maxtasksperchild_jitter must be a number between 0 and 1")
-        if not 0 <= maxtasksperchild_jitter < 1:
-            raise ValueError("maxtasksperchild_jitter must be >= 0 and < 1 (the largest share "
-                             f"of maxtasksperchild a worker may restart early), not "
-                             f"{maxtasksperchild_jitter}")
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a string, not {type(name).__name__}")
-        self._task_timeout = _check_timeout_value("task_timeout", task_timeout)
-        nice = _spawn.validate_nice(nice)
-        _spawn.check_nice_allowed(nice)
-        affinity = _spawn.validate_cpu_affinity(cpu_affinity)
         if context is None:
             from ..context import get_context
 
             context = get_context()
-        backend_cls = load_backend(backend)
-
-        self._processes = processes
-        self.name = name or f"Pool-{next(_pool_numbers)}"
-        self._state_box = ["running"]   # shared with the finalizer (see _finalize_pool)
-        self._created = time.time()
-        self._counts_lock = threading.Lock()
-        self._submitted = 0
-        self._completed = 0
-        self._failed = 0
-        self._timeline: collections.deque[tuple[Any, ...]] = collections.deque(
-            maxlen=_TIMELINE_MAX)
         self._unretrieved: weakref.WeakSet[Any] = weakref.WeakSet()
-        self._notify = _registry_notifier()
-        self._backend: Backend = backend_cls(
-            processes=processes, initializer=initializer, initargs=tuple(initargs),
-            maxtasksperchild=maxtasksperchild, context=context, task_timeout=self._task_timeout,
-            nice=nice, cpu_affinity=affinity,
-            options=backend_options, on_change=self._notify,
+        super().__init__(
+            processes=processes, initializer=initializer, initargs=initargs,
+            maxtasksperchild=maxtasksperchild, context=context, task_timeout=task_timeout,
+            backend=backend, nice=nice, cpu_affinity=cpu_affinity,
+            name=name or f"Pool-{next(_pool_numbers)}", notify=_registry_notifier(),
             max_memory_per_child=max_memory_per_child,
-            maxtasksperchild_jitter=float(maxtasksperchild_jitter))
-        _stacks.install()   # `multitask ps --stacks` (once per process; never raises)
-        self._backend.start()
-        # Blocked callers read results themselves where the backend allows it (see lead()).
-        self._lead = self._backend.lead
-        self._kick = self._backend.kick
+            maxtasksperchild_jitter=maxtasksperchild_jitter, backend_options=backend_options)
         # A pool dropped or left running at exit is terminated, never left with live workers;
         # dropped while running, it also says so, as the stdlib's does (ResourceWarning).
         self._finalizer = weakref.finalize(self, _finalize_pool, self._backend, self.name,
@@ -215,14 +103,6 @@ class Pool:
         # Published for `multitask ps` once the backend runs, from its thread where it has one.
         _registry_register(self)
         self._backend.when_running(_registry_start_pending)
-
-    @property
-    def _state(self) -> str:
-        return self._state_box[0]
-
-    @_state.setter
-    def _state(self, value: str) -> None:
-        self._state_box[0] = value
 
     # -- the stdlib API ---------------------------------------------------------------------
     def apply(self, func: Callable[..., T], args: Iterable[Any] = (),
@@ -353,7 +233,7 @@ class Pool:
                **kwargs: P.kwargs) -> concurrent.futures.Future[T]:
         """Start ``fn(*args, **kwargs)``; returns a ``concurrent.futures.Future`` at once.
 
-        The future can be cancelled until a worker takes it; it works with
+        The future can be cancelled until a worker takes it (it then never runs); it works with
         ``concurrent.futures.wait``/``as_completed`` and ``asyncio.wrap_future``.
         """
         import concurrent.futures  # only submit() needs it (imported lazily: start-up time)
@@ -361,26 +241,8 @@ class Pool:
         self._check_running()
         _check_callable(fn)
         fut: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._submit_apply(fn, args, kwargs, _FutureResult(fut), _DEFAULT)
+        self._submit_apply(fn, args, kwargs, FutureResult(fut), _DEFAULT)
         return fut
-
-    def statistics(self) -> PoolStatistics:
-        """A frozen snapshot: every worker's pid, state and current task, and task counters.
-
-        Counters are in *items*: a map over 1000 inputs counts 1000.
-        """
-        from .._engine.stats import PoolStatistics  # dataclasses: imported when first asked for
-
-        workers = self._backend.worker_statistics()
-        running = sum(w.current_task.items for w in workers if w.current_task is not None)
-        with self._counts_lock:
-            submitted, completed, failed = self._submitted, self._completed, self._failed
-        return PoolStatistics(
-            name=self.name, backend=self._backend.name, state=self._state,
-            processes=self._processes, workers=workers, submitted=submitted,
-            completed=completed, failed=failed,
-            queued=max(0, submitted - completed - running), running=running,
-            workers_replaced=self._backend.workers_replaced, created=self._created)
 
     def timeline(self, path: str | os.PathLike[str] | None = None) -> Any:
         """The recorded tasks (the last 100 000): when each was submitted, sent to its worker,
@@ -398,7 +260,7 @@ class Pool:
         from ..monitor.timeline import TaskRecord, render_timeline, write_chrome_trace
 
         records = [TaskRecord(r[0], r[1], r[2], qualname(r[3]), *r[4:])
-                   for r in list(self._timeline)]
+                   for r in self.timeline_records()]
         if path is None:
             return records
         title = f"multitask timeline: {self.name}"
@@ -411,15 +273,6 @@ class Pool:
         return self._processes
 
     # -- internals --------------------------------------------------------------------------
-    def _check_running(self) -> None:
-        if self._state != "running":
-            raise ClosedError(f"Pool not running (it is {self._state})")
-
-    def _timeout_for(self, task_timeout: Any) -> float | None:
-        if task_timeout is _DEFAULT:
-            return self._task_timeout
-        return _check_timeout_value("task_timeout", task_timeout)
-
     def _submit_apply(self, func: Callable[..., Any], args: tuple[Any, ...],
                       kwds: dict[str, Any], result: Any,
                       task_timeout: Any) -> None:
@@ -479,34 +332,11 @@ class Pool:
         return result
 
     def task_finished(self, job: Job, task: Task, ok: bool, started: float, finished: float,
-                       worker: int, pid: int | None) -> None:
+                      worker: int, pid: int | None) -> None:
         """Called once per task by the backend (before the result is delivered)."""
-        self.items_finished(job, task, task.n, 0 if ok else task.n, started, finished, worker,
-                             pid)
+        super().task_finished(job, task, ok, started, finished, worker, pid)
         if not ok and isinstance(job.result, AsyncResult):
             self._unretrieved.add(job.result)
-
-    def items_finished(self, job: Job, task: Task, n: int, failed: int, started: float,
-                        finished: float, worker: int, pid: int | None) -> None:
-        """``n`` items of ``task`` finished, ``failed`` of them failed (a whole task, or part of
-        an item group): counters, the timeline, the registry."""
-        with self._counts_lock:
-            self._completed += n
-            self._failed += failed
-        # The function's name is resolved when the timeline is read, not on this hot path.
-        now = time.monotonic()
-        self._timeline.append((task.id, worker, pid or 0, job.fn, job.created,
-                               started or task.dispatched, finished or now, not failed, n,
-                               task.dispatched, now))
-        self._notify()
-
-    def count_submitted(self, n: int) -> None:
-        """Items of a lazily fed input are counted as the feeder reads them."""
-        with self._counts_lock:
-            self._submitted += n
-
-    def wake_backend(self) -> None:
-        self._backend.wake()
 
     def _report_unretrieved(self, when: str) -> None:
         for result in list(self._unretrieved):
