@@ -305,3 +305,25 @@ def test_the_function_cache_is_bounded(pool):
     results = [pool.apply_async(fn, (3,)) for fn in fns]
     assert [r.get(timeout=120) for r in results] == [3 * i for i in range(limit + 20)]
     assert len(pool._backend._funcs) <= limit
+
+
+def test_the_executor_runs_on_ray_and_survives_an_actor_death(cluster):
+    # issue #18: the executor sits on the backend interface, so Ray serves it unchanged
+    import concurrent.futures
+
+    with mp.ProcessPoolExecutor(2, backend="ray") as ex:
+        assert ex.statistics().backend == "ray"
+        assert ex.submit(square, 7).result(timeout=120) == 49
+        assert list(ex.map(square, range(20))) == [x * x for x in range(20)]
+        dead = ex.submit(die_if, "die")
+        with pytest.raises(WorkerDiedError):
+            dead.result(timeout=120)
+        assert isinstance(dead.exception(), concurrent.futures.process.BrokenProcessPool)
+        assert ex.submit(square, 8).result(timeout=120) == 64
+        # Ray cannot stop a running call from here: cancel() of a running future is refused
+        slow = ex.submit(nap, 1.0)
+        deadline = time.monotonic() + 60
+        while not slow.running() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not slow.cancel()
+        assert slow.result(timeout=120) == 1.0
