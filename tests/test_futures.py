@@ -325,8 +325,11 @@ def test_bad_arguments_raise_at_the_call():
     with ProcessPoolExecutor(1) as ex:
         with pytest.raises(TypeError, match="callable"):
             ex.submit(42)  # type: ignore[arg-type]
+        # concurrent.futures' contract: the outcome of a scheduled call is its future's
+        bad = ex.submit(square, threading.Lock())
         with pytest.raises(multitask.SerializationError):
-            ex.submit(square, threading.Lock())
+            bad.result(timeout=60)
+        assert isinstance(bad.exception(), __import__("pickle").PicklingError)
         with pytest.raises(ValueError, match="chunksize"):
             ex.map(square, [1], chunksize=0)
         assert ex.submit(square, 3).result(timeout=60) == 9   # nothing was lost

@@ -25,8 +25,10 @@ What differs from the stdlib (each a fix of a reported defect):
 * ``map(progress=True)``; ``map`` with the default ``chunksize=1`` sends cheap items in groups
   that keep per-item results (the stdlib pays a round trip per item).
 * Functions and arguments travel by cloudpickle where plain pickle cannot: lambdas and closures
-  work with every start method.  An argument that cannot be pickled raises
-  :class:`multitask.SerializationError` from ``submit`` (the stdlib fails the future later).
+  work with every start method.  An argument or a result that cannot be pickled (or
+  unpickled) fails that future with :class:`multitask.SerializationError` (a
+  ``PicklingError``), and the executor runs on: the stdlib breaks the whole executor with
+  ``BrokenProcessPool`` when a result cannot be unpickled or a worker exits while unpickling.
 * ``max_tasks_per_child`` works with every start method, fork included (the stdlib refuses fork
   and switches to spawn).
 * A failed initializer breaks the executor as in the stdlib (``BrokenProcessPool``), but the
@@ -68,7 +70,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, ParamSpec, TypeVar
 
 from ._core import _errors
-from ._core._errors import ClosedError, ProcessError, WorkerDiedError
+from ._core._errors import ClosedError, ProcessError, SerializationError, WorkerDiedError
 from ._engine.backend import Backend, default_backend
 from ._engine.frontend import (
     DEFAULT,
@@ -325,9 +327,9 @@ class ProcessPoolExecutor(FrontEnd, Executor):
         """Schedule ``fn(*args, **kwargs)``; returns a :class:`Future` at once.
 
         Never blocks on workers.  Raises ``RuntimeError`` after :meth:`shutdown` (as the
-        stdlib), ``BrokenProcessPool`` if the executor is broken (its initializer failed),
-        ``TypeError`` if ``fn`` is not callable, and :class:`multitask.SerializationError` if an
-        argument cannot be pickled.
+        stdlib), ``BrokenProcessPool`` if the executor is broken (its initializer failed) and
+        ``TypeError`` if ``fn`` is not callable.  The arguments are pickled here; if one cannot
+        be, the future fails with :class:`multitask.SerializationError` (a ``PicklingError``).
         """
         return self._submit(fn, args, kwargs, DEFAULT)
 
@@ -352,7 +354,14 @@ class ProcessPoolExecutor(FrontEnd, Executor):
         job = ApplyJob(self, fn, args, kwargs, _ExecutorResult(fut),
                        timeout=self._timeout_for(task_timeout))
         fut._mt_job = job
-        self._backend.prepare(job)   # pickles the arguments: a bad one raises here
+        try:
+            self._backend.prepare(job)   # pickles the arguments (in this thread)
+        except SerializationError as exc:
+            # concurrent.futures' contract: every outcome of a scheduled call is its future's
+            # (asyncio's run_in_executor awaits it); the executor runs on.  (Pool raises here.)
+            fut.set_running_or_notify_cancel()
+            fut.set_exception(exc)
+            return fut
         with self._shutdown_lock:
             self._futures.add(fut)
         fut.add_done_callback(self._futures.discard)
