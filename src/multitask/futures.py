@@ -414,7 +414,7 @@ class ProcessPoolExecutor(FrontEnd, Executor):
         mode = MODE_ITEMS if chunksize == 1 and self._backend.item_groups else MODE_MAP
         job = MapJob(self, target, mode, items, result, chunksize=chunksize,
                      workers=self._processes, timeout=task_limit, progress=bar,
-                     window=buffersize)
+                     window=buffersize, item_seconds=self._backend.item_seconds_hint(fn))
         if total is not None:
             result._set_length(total)
             self._count(total)

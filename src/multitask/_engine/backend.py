@@ -163,6 +163,11 @@ class Backend(abc.ABC):
         task is not (or no longer) the one its worker runs or is about to run.  Never blocks."""
         return False
 
+    def item_seconds_hint(self, fn: Callable[..., Any]) -> float:
+        """Seconds per item this backend measured for ``fn`` in earlier calls (0.0: none), so
+        that a new map of a function already seen is chunked by its cost from the start."""
+        return 0.0
+
     def lead(self, until: Callable[[], bool], deadline: float | None) -> bool:
         """Let the calling thread read results itself until ``until()`` is true or the
         monotonic ``deadline`` passes.  Returns False at once if this backend (or this moment)

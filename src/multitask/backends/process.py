@@ -1170,6 +1170,9 @@ class ProcessBackend(Backend):
             return None
         return max(0.0, soonest - time.monotonic()) + 0.001
 
+    def item_seconds_hint(self, fn: Callable[..., Any]) -> float:
+        return self._fn_seconds.get(id(fn), 0.0)
+
     def cancel_task(self, task: Task) -> bool:
         """Stop ``task`` by killing its worker (replaced as after any death), if the task is the
         one that worker runs or will run next -- never one queued behind another task (that

@@ -298,7 +298,8 @@ class Pool(FrontEnd):
             return result
         bar = ProgressBar(_describe(func), len(items), progress) if progress else None
         job = MapJob(self, func, mode, items, result, chunksize=chunksize,
-                     workers=self._processes, timeout=timeout, progress=bar)
+                     workers=self._processes, timeout=timeout, progress=bar,
+                     item_seconds=self._backend.item_seconds_hint(func))
         with self._counts_lock:
             self._submitted += len(items)
         self._backend.submit(job)
@@ -321,7 +322,8 @@ class Pool(FrontEnd):
         # groups that keep per-item outcomes (MODE_ITEMS; see _engine/jobs.py MapJob._chunk_size).
         mode = MODE_ITEMS if chunksize == 1 and self._backend.item_groups else MODE_MAP
         job = MapJob(self, func, mode, items, result, chunksize=chunksize,
-                     workers=self._processes, timeout=timeout, progress=bar)
+                     workers=self._processes, timeout=timeout, progress=bar,
+                     item_seconds=self._backend.item_seconds_hint(func))
         if total is not None:
             result._set_length(total)
             with self._counts_lock:
