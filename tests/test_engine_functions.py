@@ -86,3 +86,34 @@ def test_prime_never_raises():
     cache.prime(len)                    # the error comes at dispatch, from entry()
     with pytest.raises(pickle.PicklingError):
         cache.entry(len)
+
+
+class _Holder:
+    def method(self, x):
+        return x
+
+
+def test_a_bound_method_does_not_keep_its_object_alive_and_its_entry_goes_with_it():
+    import gc
+    import weakref
+
+    cache = FunctionCache(lambda fn: b"blob", limit=8)
+    obj = _Holder()
+    alive = weakref.ref(obj)
+    bound = obj.method
+    fid, _, _ = cache.entry(bound)
+    assert cache.entry(bound)[0] == fid          # cached while it lives
+    del obj, bound
+    gc.collect()
+    assert alive() is None                       # the cache did not keep the instance
+    other = _Holder().method
+    _, _, evicted = cache.entry(other)           # the dead entry is dropped first
+    assert [old for _, old in evicted] == [fid]  # and the workers are told to forget it
+    assert len(cache) == 1
+
+
+def test_plain_functions_stay_held():
+    cache = FunctionCache(lambda fn: b"blob", limit=8)
+    f = _fns(1)[0]
+    fid = cache.entry(f)[0]
+    assert cache.entry(f) == (fid, b"blob", [])

@@ -391,3 +391,38 @@ def _alive(pid):
         return False
 
 
+
+
+class _Payload:
+    def method(self):
+        return 1
+
+
+def make_payload(_):
+    return _Payload()
+
+
+def test_no_reference_to_a_submitted_bound_method_or_a_yielded_result_is_kept(executor):
+    # CPython's test_no_stale_references / test_free_reference (bpo-16284, bpo-14406)
+    import gc
+    import weakref
+
+    obj = _Payload()
+    alive = weakref.ref(obj)
+    assert executor.submit(obj.method).result(timeout=60) == 1
+    del obj
+    gc.collect()
+    assert alive() is None
+    for item in executor.map(make_payload, range(5)):
+        ref = weakref.ref(item)
+        del item
+        gc.collect()
+        assert ref() is None
+
+
+def test_the_worker_traceback_is_the_executors_remote_traceback(executor):
+    with pytest.raises(ValueError) as info:
+        executor.submit(fail, 2).result(timeout=60)
+    cause = info.value.__cause__
+    assert type(cause) is concurrent.futures.process._RemoteTraceback
+    assert "raise ValueError" in cause.tb

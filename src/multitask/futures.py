@@ -66,7 +66,10 @@ from concurrent.futures import (
     wait,
 )
 from concurrent.futures import TimeoutError as TimeoutError  # builtins.TimeoutError on 3.11+
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures.process import (
+    BrokenProcessPool,
+    _RemoteTraceback,  # what its users' tests check
+)
 from typing import Any, ParamSpec, TypeVar
 
 from ._core import _errors
@@ -196,11 +199,17 @@ class _ExecutorResult(FutureResult):
 
 def _as_broken(exc: Any) -> Any:
     """The pool-level failures (initializer failed, worker manager lost) as BrokenProcessPool;
-    a task's own error, a dead worker (already a BrokenProcessPool) or a timeout as they are."""
+    a task's own error, a dead worker (already a BrokenProcessPool) or a timeout as they are.
+    The worker's traceback (``__cause__``) as the executor's type, ``_RemoteTraceback``."""
     if type(exc) is ProcessError:
         broken = BrokenProcessPool(str(exc))
         broken.__cause__ = exc
         return broken
+    cause = getattr(exc, "__cause__", None)
+    tb = getattr(cause, "tb", None)
+    if isinstance(tb, str) and type(cause).__name__ == "RemoteTraceback":
+        # (typeshed says a traceback object; CPython's class takes the formatted text)
+        exc.__cause__ = _RemoteTraceback(tb)  # type: ignore[arg-type]
     return exc
 
 
@@ -520,13 +529,16 @@ class ProcessPoolExecutor(FrontEnd, Executor):
 def _results_in_order(result: Any, job: MapJob,
                       deadline: float | None) -> Generator[Any, None, None]:
     """The generator ``Executor.map`` returns (see there)."""
+    # Each result passes through a one-slot list, popped as it is yielded: a local would keep
+    # the last result alive while the generator waits at its yield (bpo-14406).
+    box: list[Any] = []
     try:
         while True:
             try:
                 if deadline is None:
-                    x = result.next()
+                    box.append(result.next())
                 else:
-                    x = result.next(max(0.0, deadline - time.monotonic()))
+                    box.append(result.next(max(0.0, deadline - time.monotonic())))
             except StopIteration:
                 return
             except _errors.TimeoutError as exc:
@@ -539,6 +551,6 @@ def _results_in_order(result: Any, job: MapJob,
             except ClosedError as exc:    # the executor's workers were stopped under it
                 raise CancelledError(str(exc)) from exc
             job.consumed(1)
-            yield x
+            yield box.pop()
     finally:
         job.cancel()    # closed early: what no worker took is never run

@@ -27,13 +27,14 @@ from __future__ import annotations
 import collections
 import threading
 import time
+import types
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from .._core import _spawn, _stacks
 from .._core._errors import ClosedError
 from .backend import Backend, load_backend
-from .jobs import Job, Task
+from .jobs import Job, Task, qualname
 
 if TYPE_CHECKING:
     import concurrent.futures
@@ -47,6 +48,8 @@ __all__ = ["DEFAULT", "FrontEnd", "FutureResult", "check_callable", "check_chunk
 DEFAULT: Any = object()
 #: task records kept for timeline()
 TIMELINE_MAX = 100_000
+#: callables the timeline keeps as they are (their name is read later)
+_NAMED_ON_READ = (types.FunctionType, types.BuiltinFunctionType, type)
 
 
 def check_callable(func: Any, what: str = "func") -> None:
@@ -186,9 +189,13 @@ class FrontEnd:
         with self._counts_lock:
             self._completed += n
             self._failed += failed
-        # The function's name is resolved when the timeline is read, not on this hot path.
+        # A plain function is kept and named when the timeline is read (off this hot path);
+        # any other callable by its name, so that a record does not keep a bound method's
+        # object or a partial's arguments alive.
+        fn = job.fn
+        label = fn if type(fn) in _NAMED_ON_READ else job.function_name
         now = time.monotonic()
-        self._timeline.append((task.id, worker, pid or 0, job.fn, job.created,
+        self._timeline.append((task.id, worker, pid or 0, label, job.created,
                                started or task.dispatched, finished or now, not failed, n,
                                task.dispatched, now))
         self._notify()
@@ -222,8 +229,10 @@ class FrontEnd:
             workers_replaced=self._backend.workers_replaced, created=self._created)
 
     def timeline_records(self) -> list[tuple[Any, ...]]:
-        """The raw task records (see ``Pool.timeline``), oldest first."""
-        return list(self._timeline)
+        """The task records (see ``Pool.timeline``), oldest first, the function as its
+        ``module.qualname``."""
+        return [r if type(r[3]) is str else (*r[:3], qualname(r[3]), *r[4:])
+                for r in list(self._timeline)]
 
 
 class FutureResult:

@@ -149,12 +149,16 @@ class Job(abc.ABC):
         self.outstanding = 0          # tasks handed out and not yet reported
         self.item_seconds = 0.0       # measured seconds per item (EWMA), 0 until measured
         self.created = time.monotonic()   # when the call was made: the timeline's "submitted"
+        self._name: str | None = None
         self._lock = _NO_LOCK if type(self) is ApplyJob else threading.Lock()
 
     @property
     def function_name(self) -> str:
-        """``module.qualname`` of the function (computed on demand: off the hot path)."""
-        return qualname(self.fn)
+        """``module.qualname`` of the function (computed on first use, then kept)."""
+        name = self._name
+        if name is None:
+            name = self._name = qualname(self.fn)
+        return name
 
     # -- supplying tasks (backend threads) --------------------------------------------------
     @abc.abstractmethod

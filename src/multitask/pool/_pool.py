@@ -27,7 +27,6 @@ from .._engine.jobs import (
     MapJob,
     Task,
     materialize,
-    qualname,
 )
 from ._progress import ProgressBar, check_progress
 from ._results import AsyncResult, IMapIterator, MapResult
@@ -259,8 +258,7 @@ class Pool(FrontEnd):
 
         from ..monitor.timeline import TaskRecord, render_timeline, write_chrome_trace
 
-        records = [TaskRecord(r[0], r[1], r[2], qualname(r[3]), *r[4:])
-                   for r in self.timeline_records()]
+        records = [TaskRecord(*r) for r in self.timeline_records()]
         if path is None:
             return records
         title = f"multitask timeline: {self.name}"

@@ -360,6 +360,9 @@ class IMapIterator(Iterator[T]):
                 if i < len(chunk):
                     self._pos = i + 1
                     item: T = chunk[i]
+                    # not kept once handed out: the consumer alone decides how long it lives
+                    # (an ``del obj`` in the loop frees it; CPython bpo-14406)
+                    chunk[i] = None
                     return item
                 self._chunk = None
             deadline = None if timeout is None else time.monotonic() + timeout
@@ -389,7 +392,8 @@ class IMapIterator(Iterator[T]):
                     ok, values, n, tb = self._ready.popleft()
                     self._yielded += n
                     if ok:
-                        self._chunk = values
+                        # (a list of its own: next() clears each slot it hands out)
+                        self._chunk = values if type(values) is list else list(values)
                         self._pos = 0
                 finally:
                     _interrupts.end()
