@@ -426,3 +426,32 @@ def test_the_worker_traceback_is_the_executors_remote_traceback(executor):
     cause = info.value.__cause__
     assert type(cause) is concurrent.futures.process._RemoteTraceback
     assert "raise ValueError" in cause.tb
+
+
+EXIT_PROGRAM = """
+import atexit
+@atexit.register
+def run_last():
+    try:
+        t.submit(id, None)
+    except RuntimeError:
+        print("runtime-error", flush=True)
+from multitask.futures import ProcessPoolExecutor
+if __name__ == "__main__":
+    t = ProcessPoolExecutor(2)
+    slow = t.submit(__import__("time").sleep, 0.3)
+    t.submit(id, 42).result()
+"""
+
+
+def test_at_exit_submitted_work_finishes_and_later_submits_raise(tmp_path):
+    # as the stdlib's: the interpreter's exit waits for the work, then submit() raises
+    import subprocess
+    import sys
+
+    script = tmp_path / "exit.py"
+    script.write_text(EXIT_PROGRAM)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "runtime-error" in out.stdout

@@ -246,6 +246,22 @@ def test_join_twice_returns_at_once(ctx, backend):
         assert time.monotonic() - t0 < 5
 
 
+def test_concurrent_joins_all_return(ctx):
+    # Two joins at once: the second used to wait for ever on exit reports from threads the
+    # first had ended (seen at interpreter exit: an executor's exit hook and its finalizer).
+    import threading
+
+    p = ctx.Pool(2)
+    p.apply(abs, (-1,))
+    p.close()
+    threads = [threading.Thread(target=p.join) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not any(t.is_alive() for t in threads)
+
+
 def test_terminate_fails_pending_results_instead_of_hanging(ctx):
     p = ctx.Pool(1)
     rs = [p.apply_async(sleepy, (5,)) for _ in range(3)]

@@ -326,6 +326,7 @@ class ProcessPoolExecutor(FrontEnd, Executor):
             backend_options=options, maxtasksperchild_name="max_tasks_per_child")
         self._finalizer = weakref.finalize(self, _finalize_executor, self._backend,
                                            self._state_box)
+        self._finalizer.atexit = False   # at exit _join_at_exit finishes the work instead
         _live.add(self)
         _hook.register_pool(self, deferred=True)
         self._backend.when_running(_hook.start_pending)

@@ -225,6 +225,7 @@ class ProcessBackend(Backend):
         self._oom_kills = -1   # the kernel's OOM-kill count, read by the watcher (see _cause)
         self._watch_at = float("inf")   # when the watcher will next look at deadlines
         self._all_exited = threading.Event()
+        self._join_lock = threading.Lock()
         # pid -> pidfd of a live worker (Linux): join() after close() waits on these directly
         # instead of on the zygote's reports (see _exit_fds).
         self._pidfds: dict[int, int] = {}
@@ -1221,8 +1222,21 @@ class ProcessBackend(Backend):
         self._send(sends)
 
     def join(self, timeout: float | None = None) -> bool:
-        if self._stopped:
-            return True   # joined before: the threads that would report exits are gone
+        # One join at a time: a second one, concurrent or later, waits for the first and then
+        # returns (the first consumed the workers' pidfds and ended the threads that would
+        # report their exits: it would wait for ever -- a dropped executor's exit thread and
+        # the interpreter's exit hook both join).
+        if not self._join_lock.acquire(True, -1 if timeout is None else timeout):
+            return False
+        try:
+            if self._stopped:
+                return True
+            left = None if timeout is None else max(0.0, timeout)
+            return self._join_locked(left)
+        finally:
+            self._join_lock.release()
+
+    def _join_locked(self, timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
         fds = self._exit_fds()
         if fds is None and not self._exit_pids_known():
