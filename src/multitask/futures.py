@@ -493,8 +493,7 @@ class ProcessPoolExecutor(FrontEnd, Executor):
         _hook.unregister(self)
 
     def __enter__(self) -> ProcessPoolExecutor:
-        self._check_open()
-        return self
+        return self   # as the stdlib's: a broken or shut-down executor says so at submit()
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown(wait=True)
