@@ -45,6 +45,7 @@ backend's leader/follower scheme), so a round trip costs no thread switch.
 from __future__ import annotations
 
 import atexit
+import collections
 import concurrent.futures
 import concurrent.futures._base as _base
 import itertools
@@ -107,6 +108,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 _executor_numbers = itertools.count(1)
+_SETTLED = frozenset({_base.FINISHED, _base.CANCELLED, _base.CANCELLED_AND_NOTIFIED})
 
 
 class Future(concurrent.futures.Future[T]):
@@ -153,14 +155,19 @@ class Future(concurrent.futures.Future[T]):
         self._invoke_callbacks()   # type: ignore[attr-defined]
         return True
 
+    def _mt_settled(self) -> bool:
+        # without the lock (read while leading, after every batch of results): a stale False
+        # only means one more look; result() itself then takes the lock
+        return self._state in _SETTLED
+
     def _mt_lead(self, timeout: float | None) -> float | None:
         """Read results in this thread until done or ``timeout``; the time left."""
         job = self._mt_job
-        if job is None or self.done():
+        if job is None or self._state in _SETTLED:
             return timeout
         timeout = check_timeout_value("timeout", timeout) if timeout is not None else None
         deadline = None if timeout is None else time.monotonic() + timeout
-        if job.owner._lead(self.done, deadline) and deadline is not None:  # type: ignore[attr-defined]
+        if job.owner._lead(self._mt_settled, deadline) and deadline is not None:  # type: ignore[attr-defined]
             return max(0.0, deadline - time.monotonic())
         return timeout
 
@@ -187,11 +194,22 @@ class Future(concurrent.futures.Future[T]):
 
 class _ExecutorResult(FutureResult):
     """The result a job completes: a :class:`Future`, and a broken executor's error as
-    ``BrokenProcessPool`` (what ``concurrent.futures`` code expects)."""
+    ``BrokenProcessPool`` (what ``concurrent.futures`` code expects).  It also leaves the
+    executor's set of futures no worker took (for ``shutdown(cancel_futures=True)``) once a
+    worker takes it or it is settled."""
 
-    __slots__ = ()
+    __slots__ = ("pending",)
+
+    def __init__(self, future: Future[Any], pending: set[Future[Any]]) -> None:
+        super().__init__(future)
+        self.pending = pending
+
+    def _claim(self) -> bool:
+        self.pending.discard(self.future)   # (taken, or cancelled: never run either way)
+        return super()._claim()
 
     def _set(self, ok: bool, value: Any) -> None:
+        self.pending.discard(self.future)
         if not ok:
             value = _as_broken(value)
         super()._set(ok, value)
@@ -315,7 +333,7 @@ class ProcessPoolExecutor(FrontEnd, Executor):
 
         self._cancel_running = bool(cancel_running)
         self._shutdown_lock = threading.Lock()
-        self._futures: set[Future[Any]] = set()      # submitted, not yet claimed or done
+        self._futures: set[Future[Any]] = set()      # submitted, no worker took them yet
         self._maps: weakref.WeakSet[MapJob] = weakref.WeakSet()
         super().__init__(
             processes=max_workers, initializer=initializer, initargs=initargs,
@@ -361,7 +379,7 @@ class ProcessPoolExecutor(FrontEnd, Executor):
         self._check_open()
         check_callable(fn, "fn")
         fut: Future[T] = Future()
-        job = ApplyJob(self, fn, args, kwargs, _ExecutorResult(fut),
+        job = ApplyJob(self, fn, args, kwargs, _ExecutorResult(fut, self._futures),
                        timeout=self._timeout_for(task_timeout))
         fut._mt_job = job
         try:
@@ -372,10 +390,8 @@ class ProcessPoolExecutor(FrontEnd, Executor):
             fut.set_running_or_notify_cancel()
             fut.set_exception(exc)
             return fut
-        with self._shutdown_lock:
-            self._futures.add(fut)
-        fut.add_done_callback(self._futures.discard)
-        self._count(1)
+        self._futures.add(fut)   # (set.add/discard are atomic; shutdown copies it under
+        self._count(1)           # _shutdown_lock, and a racing submit is refused there)
         self._backend.submit(job)
         return fut
 
@@ -528,17 +544,17 @@ class ProcessPoolExecutor(FrontEnd, Executor):
 
 def _results_in_order(result: Any, job: MapJob,
                       deadline: float | None) -> Generator[Any, None, None]:
-    """The generator ``Executor.map`` returns (see there)."""
-    # Each result passes through a one-slot list, popped as it is yielded: a local would keep
-    # the last result alive while the generator waits at its yield (bpo-14406).
-    box: list[Any] = []
+    """The generator ``Executor.map`` returns (see there).  Results are taken a chunk at a
+    time (the timeout is checked per chunk, as the stdlib checks it per chunk future) and
+    popped as they are yielded: nothing keeps a result alive once handed out (bpo-14406)."""
+    run: collections.deque[Any] = collections.deque()
     try:
         while True:
             try:
                 if deadline is None:
-                    box.append(result.next())
+                    run.extend(result.next_run())
                 else:
-                    box.append(result.next(max(0.0, deadline - time.monotonic())))
+                    run.extend(result.next_run(max(0.0, deadline - time.monotonic())))
             except StopIteration:
                 return
             except _errors.TimeoutError as exc:
@@ -550,7 +566,11 @@ def _results_in_order(result: Any, job: MapJob,
                 raise TimeoutError() from None
             except ClosedError as exc:    # the executor's workers were stopped under it
                 raise CancelledError(str(exc)) from exc
-            job.consumed(1)
-            yield box.pop()
+            if job.windowed:
+                while run:
+                    job.consumed(1)     # buffersize: one more may be read per one handed out
+                    yield run.popleft()
+            while run:
+                yield run.popleft()
     finally:
         job.cancel()    # closed early: what no worker took is never run

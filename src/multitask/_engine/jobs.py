@@ -319,6 +319,11 @@ class MapJob(Job):
         if self._feeder is not None:
             self._feeder.start()
 
+    @property
+    def windowed(self) -> bool:
+        """The input is read at most ``window`` items ahead of the consumer."""
+        return self._feeder is not None and self._feeder.window is not None
+
     def consumed(self, n: int) -> None:
         """The consumer took ``n`` more results (a ``window``: the feeder may read on)."""
         if self._feeder is not None and self._feeder.window is not None:

@@ -401,3 +401,17 @@ class IMapIterator(Iterator[T]):
                 raise values.with_traceback(tb)
 
     __next__ = next
+
+    def next_run(self, timeout: float | None = None) -> list[T]:
+        """The next result and every result after it already here in the same chunk, at once
+        (one call per chunk instead of one per item: ``Executor.map``).  Raises as
+        :meth:`next`; the results are no longer kept here."""
+        first = self.next(timeout)
+        chunk = self._chunk
+        if chunk is None or self._pos >= len(chunk):
+            return [first]
+        i = self._pos
+        run = [first, *chunk[i:]]
+        self._pos = len(chunk)
+        self._chunk = None
+        return run
