@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Run multitask's benchmark suite: DESIGN.md section 4 (P1-P7) plus the queue matrix, ping-pong
-latency and large payloads.  Every number is a median of round-robin repeats, and every row is
-shown as a ratio against the stdlib measured in the same run.
+latency, large payloads and the ProcessPoolExecutor workloads (E1-E4).  Every number is a median
+of round-robin repeats, and every row is shown as a ratio against the stdlib measured in the same
+run.
 
     .venv/bin/python benchmarks/run.py                   # everything (a few minutes)
     .venv/bin/python benchmarks/run.py --quick           # small counts, 1 repeat: a smoke run
@@ -33,6 +34,7 @@ HERE = os.path.dirname(os.path.realpath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
+import bench_executor  # noqa: E402
 import bench_flood  # noqa: E402
 import bench_payload  # noqa: E402
 import bench_pool  # noqa: E402
@@ -59,6 +61,10 @@ WORKLOADS: dict[str, Callable[[Config], list[Table]]] = {
     "PINGPONG": bench_queue.pingpong,
     "PAYLOAD": bench_payload.payloads,
     "FLOOD": bench_flood.flood,
+    "E1": bench_executor.e1,
+    "E2": bench_executor.e2,
+    "E3": bench_executor.e3,
+    "E4": bench_executor.e4,
 }
 
 
