@@ -19,8 +19,8 @@ import fnmatch
 import json
 import os
 import signal
+import subprocess
 import sys
-import threading
 import time
 import traceback
 import unittest
@@ -41,8 +41,8 @@ class _Recorder(unittest.TextTestResult):
             self.watchdog.start(test.id())
 
     def stopTest(self, test):
-        if self.watchdog is not None:
-            self.watchdog.stop()
+        if self.watchdog is not None:   # what runs next: class and module fixtures, cleanups
+            self.watchdog.start(f"fixtures after {test.id()}")
         super().stopTest(test)
 
     def addSuccess(self, test):
@@ -77,63 +77,93 @@ class TestTimeout(Exception):
     """Raised in the main thread in a test that has run longer than ``--test-timeout``."""
 
 
-class _Watchdog:
-    """Stops a test that overruns ``seconds``: it writes every thread's stack to stderr and raises
-    ``TestTimeout`` in the main thread (the test's error, unless the test catches it); if the
-    same test is still running ``seconds`` later it does so once more (its tear-down may hang
-    too), and after a third period it gives up the run: ``abandon(test id)``.  The signal is a
-    real-time one that neither multitask nor the suites use."""
+# The watchdog's timer runs in a process of its own: a thread in the harness would change what it
+# measures (multitask's Pool, under fork, starts its workers through the forkserver when a thread
+# it does not own is running).  It reads "s <label>" (a test or its fixtures began) and "x" (the
+# run ended) on stdin; it exits when that closes or the harness is gone.
+_WATCHER = """
+import os, select, sys, time
+pid, seconds, dump, hit = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+label, deadline, strikes, buf = None, None, 0, b""
+while os.getppid() == pid:
+    wait = 5.0 if deadline is None else min(5.0, max(0.0, deadline - time.monotonic()))
+    if select.select([0], [], [], wait)[0]:
+        data = os.read(0, 65536)
+        if not data:
+            break
+        *lines, buf = (buf + data).split(b"\\n")
+        for line in lines:
+            cmd, _, rest = line.partition(b" ")
+            label, strikes = rest.decode(errors="replace"), 0
+            deadline = time.monotonic() + seconds if cmd == b"s" else None
+    elif deadline is not None and time.monotonic() >= deadline:
+        strikes += 1
+        sys.stderr.write(f"\\n=== --test-timeout: {label} has run {strikes * seconds:.0f} s; "
+                         "every thread's stack:\\n")
+        sys.stderr.flush()
+        os.kill(pid, dump)
+        time.sleep(0.5)
+        os.kill(pid, hit)
+        deadline = time.monotonic() + seconds
+"""
 
+
+class _Watchdog:
+    """Stops a test that overruns ``seconds``: every thread's stack goes to stderr (faulthandler)
+    and ``TestTimeout`` is raised in the main thread (the test's error, unless the test catches
+    it); if the same test is still running ``seconds`` later that happens once more (its
+    tear-down may hang too), and at a third time the run is given up: ``abandon(label)``.
+    Between two tests it watches the class and module fixtures the same way (``fixtures after
+    <test id>``: an error there is the fixture's, which compare.py counts as a regression).  The
+    timer is a child process (_WATCHER) that signals this one; the signals are real-time ones
+    that neither multitask nor the suites use."""
+
+    DUMP = signal.SIGRTMIN + 7
     SIGNAL = signal.SIGRTMIN + 6
 
     def __init__(self, seconds: float, abandon: Callable[[str], None]) -> None:
         self.seconds = seconds
         self.abandon = abandon
-        self.cond = threading.Condition()
-        self.test: str | None = None
-        self.running = False   # written and read by the main thread only (the handler's)
-        self.deadline = 0.0
+        self.label = ""
+        self.started = 0.0
         self.strikes = 0
+        self.running = False
+        faulthandler.register(self.DUMP, file=sys.stderr, all_threads=True, chain=False)
         signal.signal(self.SIGNAL, self._raise)
-        threading.Thread(target=self._watch, name="cpython-watchdog", daemon=True).start()
+        read, self.pipe = os.pipe()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _WATCHER, str(os.getpid()), str(seconds), str(int(self.DUMP)),
+             str(int(self.SIGNAL))], stdin=read)
+        os.close(read)
 
     def _raise(self, signum, frame):
-        if not self.running:   # the test ended as the signal came: not inside a test any more
+        # Not for a test that began as the signal came (the timer had not heard of it yet).
+        if not self.running or time.monotonic() - self.started < 0.9 * self.seconds:
             return
-        raise TestTimeout(f"{self.test} still running after {self.strikes * self.seconds:.0f} s "
+        self.strikes += 1
+        if self.strikes >= 3:
+            self.abandon(self.label)
+        raise TestTimeout(f"{self.label} still running after {self.strikes * self.seconds:.0f} s "
                           "(--test-timeout; every thread's stack is in the log)")
 
-    def start(self, test: str) -> None:
-        with self.cond:
-            self.test, self.deadline, self.strikes = test, time.monotonic() + self.seconds, 0
-            self.cond.notify()
+    def _send(self, line: str) -> None:
+        try:
+            os.write(self.pipe, (line.replace("\n", " ") + "\n").encode())
+        except OSError:   # the timer is gone (killed): the run goes on unwatched
+            pass
+
+    def start(self, label: str) -> None:
+        self.running = False
+        self.label, self.started, self.strikes = label, time.monotonic(), 0
+        self._send(f"s {label}")
         self.running = True
 
     def stop(self) -> None:
         self.running = False
-        with self.cond:
-            self.test = None
-            self.cond.notify()
-
-    def _watch(self) -> None:
-        with self.cond:
-            while True:
-                if self.test is None:
-                    self.cond.wait()
-                    continue
-                left = self.deadline - time.monotonic()
-                if left > 0:
-                    self.cond.wait(left)
-                    continue
-                self.strikes += 1
-                print(f"\n=== --test-timeout: {self.test} has run "
-                      f"{self.strikes * self.seconds:.0f} s; every thread's stack:",
-                      file=sys.stderr, flush=True)
-                faulthandler.dump_traceback(sys.stderr, all_threads=True)
-                if self.strikes >= 3:
-                    self.abandon(self.test)
-                self.deadline = time.monotonic() + self.seconds
-                signal.pthread_kill(threading.main_thread().ident or 0, self.SIGNAL)
+        self._send("x")
+        os.close(self.pipe)
+        self.proc.wait()
+        faulthandler.unregister(self.DUMP)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,19 +242,24 @@ def main(argv: list[str] | None = None) -> int:
     timeout = args.test_timeout
     if timeout is None:
         timeout = 120.0 if args.suite == "futures" else 0.0
-    if timeout > 0:
-        _Recorder.watchdog = _Watchdog(timeout, abandon)
+    watchdog = _Recorder.watchdog = _Watchdog(timeout, abandon) if timeout > 0 else None
+    hung = None
     try:
         # typeshed types resultclass as taking the raw stream; the runner passes its wrapper of
         # it (_WritelnDecorator), which is what TextTestResult's __init__ is typed to take.
         runner = unittest.TextTestRunner(resultclass=_Recorder,  # type: ignore[arg-type]
                                          verbosity=args.verbosity, stream=sys.stderr)
         runner.run(suite)
+    except TestTimeout as exc:   # it came where unittest does not catch (between its steps)
+        hung = watchdog.label if watchdog is not None else None
+        print(f"\n=== {exc}: run abandoned", file=sys.stderr)
     finally:
+        if watchdog is not None:
+            watchdog.stop()
         if args.suite == "multiprocessing":
             module.tearDownModule()
-    write()
-    return 0
+    write(hung)
+    return 0 if hung is None else 3
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@ Every test that passes on the stdlib and does not pass on multitask (same suite,
 method) must match a line of the suite's allowlist -- ``allowlist.txt`` for the multiprocessing
 suite, ``allowlist-futures.txt`` for concurrent.futures' -- (an fnmatch pattern on the test id, a
 reason, and where the difference is documented); otherwise it is a regression and the exit status
-is 1.  Prints the counts per suite and start method, and the last line of each regression's
-traceback (the whole of it is in the run's JSON, "errors", and its log).
+is 1 -- as is an error or a hang that only the multitask run has, outside the stdlib run's tests
+(a class or module fixture's).  Prints the counts per suite and start method, and the last line
+of each regression's traceback (the whole of it is in the run's JSON, "errors", and its log).
 """
 
 from __future__ import annotations
@@ -70,6 +71,9 @@ def main(argv: list[str]) -> int:
                 (allowed if hit else regressions).append((test, ours.get(test, "missing")))
                 if hit:
                     used.add(hit)
+            # a fixture's error (setUpModule, tearDownClass...) or a hang only multitask has
+            regressions += [(test, outcome) for test, outcome in sorted(ours.items())
+                            if test not in std and outcome in ("fail", "error", "hang")]
             c_std = collections.Counter(std.values())
             c_ours = collections.Counter(ours.values())
             print(f"{prefix}{method}: stdlib {c_std['pass']} passed of {len(std)}; multitask "
