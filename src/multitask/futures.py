@@ -250,14 +250,19 @@ class _Star:
 _live: weakref.WeakSet[ProcessPoolExecutor] = weakref.WeakSet()
 
 
-@atexit.register
 def _join_at_exit() -> None:
-    """As the stdlib's: at interpreter exit, work already submitted is finished first."""
+    """As the stdlib's: at interpreter exit, work already submitted is finished first, and a
+    ``submit()`` from an ``atexit`` callback raises (this runs before those: it is registered
+    where the stdlib's executor registers its own, ``threading._register_atexit``)."""
     for executor in list(_live):
         try:
             executor.shutdown(wait=True)
         except Exception:   # exiting: nothing may stop the others from being joined
             pass
+
+
+_register_at_exit = getattr(threading, "_register_atexit", atexit.register)
+_register_at_exit(_join_at_exit)
 
 
 def _finalize_executor(backend: Backend, state: list[str]) -> None:
