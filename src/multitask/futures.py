@@ -224,10 +224,12 @@ def _as_broken(exc: Any) -> Any:
         broken.__cause__ = exc
         return broken
     cause = getattr(exc, "__cause__", None)
-    tb = getattr(cause, "tb", None)
-    if isinstance(tb, str) and type(cause).__name__ == "RemoteTraceback":
-        # (typeshed says a traceback object; CPython's class takes the formatted text)
-        exc.__cause__ = _RemoteTraceback(tb)  # type: ignore[arg-type]
+    # multitask's worker tracebacks are multiprocessing.pool's class, loaded with the first
+    # one made (_errors.remote_traceback): not loaded, no cause can be one
+    pool_module = sys.modules.get("multiprocessing.pool")
+    if cause is not None and pool_module is not None and isinstance(
+            cause, pool_module.RemoteTraceback):
+        exc.__cause__ = _RemoteTraceback(cause.tb)
     return exc
 
 
