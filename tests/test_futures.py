@@ -16,6 +16,7 @@ import threading
 import time
 
 import pytest
+from _procs import alive
 
 import multitask
 from multitask import futures
@@ -254,7 +255,7 @@ def test_terminate_and_kill_workers(how):
         running.result(timeout=10)
     assert queued.cancelled()
     for pid in pids:
-        _wait_for(lambda pid=pid: not _alive(pid))
+        _wait_for(lambda pid=pid: not alive(pid))
     with pytest.raises(RuntimeError):
         ex.submit(square, 1)
 
@@ -369,7 +370,7 @@ def test_a_dropped_executor_finishes_its_work_and_its_workers_exit():
     pid = ex.submit(pid_of).result(timeout=60)
     del ex
     assert fut.result(timeout=60) == "done"
-    _wait_for(lambda: not _alive(pid))
+    _wait_for(lambda: not alive(pid))
 
 
 def _wait_for(cond, timeout=30.0):
@@ -377,20 +378,6 @@ def _wait_for(cond, timeout=30.0):
     while not cond():
         assert time.monotonic() < deadline, "condition not reached"
         time.sleep(0.02)
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 
 
 class _Payload:

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import pytest
+from _procs import alive
 
 import multitask
 from multitask import Pipeline, WorkerDiedError
@@ -293,19 +294,7 @@ def test_ctrl_c_stops_a_running_pipeline_cleanly(tmp_path):
     assert "interrupted" in out
     assert "Traceback" not in err  # workers ignore SIGINT: no traceback spam
     for pid in worker_pids:  # no orphans
-        assert not _alive(pid), f"worker {pid} survived"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie reparented to init counts as gone
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+        assert not alive(pid), f"worker {pid} survived"
 
 
 @pytest.mark.timeout(60)

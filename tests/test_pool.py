@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import pytest
+from _procs import alive
 
 import multitask
 from multitask.pool import AsyncResult, PoolStatistics, WorkerStatistics
@@ -280,7 +281,7 @@ def test_context_manager_terminates(ctx):
         pids = set(p.map(getpid, range(20)))
     assert p._state == "terminated"
     for pid in pids:
-        assert not _alive(pid)
+        assert not alive(pid)
 
 
 def test_maxtasksperchild_recycles_workers(ctx):
@@ -466,18 +467,6 @@ def test_bad_call_arguments(pool):
     with pytest.raises(multitask.SerializationError):
         pool.apply_async(sq, (threading.Lock(),))   # raises at the call, not later
     assert pool.apply(sq, (2,)) == 4
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def who_am_i(_=None):
