@@ -105,8 +105,7 @@ default_version = $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_
 	touch $@
 
 # One interpreter of the matrix: MATRIX_V=3.X, MATRIX_PYTEST=<pytest arguments>.
-MATRIX_PYTEST ?= -m "not ray" --deselect tests/test_cpython_suite.py \
-    --deselect tests/test_cpython_futures_suite.py
+MATRIX_PYTEST ?= -m "not ray" --deselect tests/test_cpython_suite.py
 matrix-one: .venv-$(MATRIX_V)/.installed-dev
 	@.venv-$(MATRIX_V)/bin/python -c 'import sys, multitask._core._ringbuf as r; \
 	    tag = "cpython-%d%d" % sys.version_info[:2]; assert tag in r.__file__, r.__file__; \
