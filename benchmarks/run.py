@@ -39,6 +39,7 @@ import bench_flood  # noqa: E402
 import bench_payload  # noqa: E402
 import bench_pool  # noqa: E402
 import bench_queue  # noqa: E402
+import bench_startup  # noqa: E402
 from _harness import (  # noqa: E402
     Config,
     Table,
@@ -65,6 +66,9 @@ WORKLOADS: dict[str, Callable[[Config], list[Table]]] = {
     "E2": bench_executor.e2,
     "E3": bench_executor.e3,
     "E4": bench_executor.e4,
+    "S1": bench_startup.s1,
+    "S2": bench_startup.s2,
+    "S3": bench_startup.s3,
 }
 
 

@@ -48,11 +48,26 @@ def _is_session_helper(proc: psutil.Process) -> bool:
 
 
 def _children() -> list[psutil.Process]:
+    """The session's descendants, and those of its fork helper (_core/_forkhelper.py), which
+    forks the zygote of a pool made while a test runs threads: the helper is not our child
+    (a double fork), but what it forks for us is ours to account for."""
     me = psutil.Process()
-    out = []
-    for child in me.children(recursive=True):
-        if not _is_session_helper(child):
-            out.append(child)
+    roots = [me]
+    from multitask._core import _forkhelper
+
+    helper = _forkhelper.get()
+    if helper is not None:
+        try:
+            roots.append(psutil.Process(helper.pid))
+        except (psutil.NoSuchProcess, _forkhelper.HelperError):
+            pass
+    out: list[psutil.Process] = []
+    for root in roots:
+        try:
+            kids = root.children(recursive=True)
+        except psutil.NoSuchProcess:
+            continue
+        out.extend(k for k in kids if not _is_session_helper(k))
     return out
 
 

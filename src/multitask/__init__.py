@@ -141,3 +141,15 @@ def __getattr__(name: str) -> _typing.Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
+
+
+# The program's fork helper (issue #21): a copy of this program taken now, while it may still
+# have no other thread, from which a Pool created after threads have started forks its
+# zygote -- safely, and without the forkserver's new interpreter.  See _core/_forkhelper.py.
+def _start_fork_helper() -> None:
+    from ._core import _forkhelper
+
+    _forkhelper.start_at_import(warm=("multitask.backends.process", "resource", "cloudpickle"))
+
+
+_start_fork_helper()

@@ -594,3 +594,13 @@ def zygote_main(cmd: Any, report: Any, alive: Any, outbound: Any, slots: Any,
                 except ChildProcessError:
                     pass
             os._exit(0)
+
+
+def zygote_from_helper(cmd_fd: int, report_fd: int, alive_fd: int, *args: Any) -> None:
+    """:func:`zygote_main` in a child of the program's fork helper (``_core/_forkhelper.py``):
+    its three pipe ends arrive as fds; ``args`` are zygote_main's others, ``bootstrap=True``
+    among them (it does the stdlib's child set-up itself, as a zygote forked from the program
+    does)."""
+    from .._core._channel import Channel
+
+    zygote_main(Channel(cmd_fd), Channel(report_fd), Channel(alive_fd), *args)

@@ -56,7 +56,7 @@ import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .._core import _interrupts, _serialize, _spawn, _stacks
+from .._core import _forkhelper, _interrupts, _serialize, _spawn, _stacks
 from .._core._arena import Arena
 from .._core._channel import Channel, ForkedChild, channel_pair, flush_std_streams
 from .._core._errors import (
@@ -69,6 +69,7 @@ from .._core._errors import (
     remote_traceback,
     signal_of,
 )
+from .._core._forkhelper import HelperChild, HelperError, fd_arg
 from .._core._ring import Ring, new_group
 from .._engine import envelope
 from .._engine.backend import Backend
@@ -95,6 +96,7 @@ from ._worker import (
     new_crash_report,
     read_crash_report,
     reap_status,
+    zygote_from_helper,
     zygote_main,
 )
 
@@ -233,13 +235,18 @@ class ProcessBackend(Backend):
         # Forking a multi-threaded parent can deadlock the child on a lock another thread held
         # (gh-84559): the zygote is forked only when every other thread is one of multitask's
         # own (which hold no lock across a fork), and started through a forkserver otherwise.
+        # With foreign threads the zygote is forked from the program's fork helper instead
+        # (a copy taken at import, before any thread: _core/_forkhelper.py; issue #21), or,
+        # where there is none (threads already ran at import), started through a forkserver.
+        helper = None
         if method == "fork" and not _spawn.fork_is_safe():
-            method = "forkserver"
+            helper = _forkhelper.get()
+            method = "helper" if helper is not None else "forkserver"
         # Forked zygote: untracked rings, all of one group.  No resource tracker is started for
         # the pool (a fork+exec of a new interpreter in every first Pool()); after a crash the
         # zygote sweeps the group's segments.  A zygote started by spawn or a forkserver could
         # die before it knows anything (its parent killed while it starts up): tracked rings.
-        self._group = new_group() if method == "fork" else None
+        self._group = new_group() if method in ("fork", "helper") else None
         # A forked zygote (and every worker it forks) has __main__ as it is now: functions
         # bound there now can be sent by reference, not by value (cloudpickle costs ~25 ms to
         # import, in the parent and in every worker, for a script's first task).
@@ -250,6 +257,10 @@ class ProcessBackend(Backend):
         self._main_now: dict[str, Any] = {
             k: v for k, v in vars(main).items() if isinstance(v, types.FunctionType)
         } if method == "fork" and main else {}
+        if helper is not None and main is not None:
+            # the helper's copy of __main__ has the functions bound when it was forked
+            self._main_now = {k: v for k, v in helper.main_functions.items()
+                              if vars(main).get(k) is v}
         self._outbound = self._new_ring(_OUTBOUND_CAPACITY)
         self._leader: int | None = None     # thread ident of the caller reading results (lead)
         self._settler: int | None = None    # thread ident settling a batch of results (_pump)
@@ -265,7 +276,8 @@ class ProcessBackend(Backend):
                          for i in range(self.processes)]
 
         parent_name = multiprocessing.current_process().name
-        worker_prefix = {"forkserver": "ForkServer"}.get(method, method.capitalize())
+        worker_prefix = {"forkserver": "ForkServer", "helper": "Fork"}.get(
+            method, method.capitalize())
         worker_prefix += "PoolWorker"
         self._direct: dict[int, int] = {}   # pid -> slot of the workers forked here (ours)
         self._zygote: Any
@@ -296,7 +308,10 @@ class ProcessBackend(Backend):
             if direct:
                 self._fork_first_worker(alive_r, parent_name, worker_prefix,
                                         close_in_child=(*ours, cmd_r, report_w))
+        elif helper is not None and self._start_from_helper(helper, parent_name, worker_prefix):
+            pass
         else:
+            method = "forkserver" if method == "helper" else method
             args = self._zygote_args(self._workers, parent_name, worker_prefix)
             mpctx: Any = multiprocessing.get_context(method)
             cmd_r, self._cmd = mpctx.Pipe(duplex=False)
@@ -307,9 +322,10 @@ class ProcessBackend(Backend):
                 args=(cmd_r, report_w, alive_r, *args, False, self.max_memory_per_child))
             self._zygote.start()
         _publish_zygote("register_process", self._zygote)
-        cmd_r.close()
-        report_w.close()
-        alive_r.close()
+        if method != "helper":   # (_start_from_helper closed its own)
+            cmd_r.close()
+            report_w.close()
+            alive_r.close()
 
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
@@ -321,6 +337,29 @@ class ProcessBackend(Backend):
         # until the new thread runs, and right after the forks both cores are busy with the
         # new workers: ~1 ms per thread on this 2-core machine, a tenth of P7.
         self._watch_thread.start()
+
+    def _start_from_helper(self, helper: Any, parent_name: str, prefix: str) -> bool:
+        """Have the program's fork helper fork the zygote (plain pipes, as a forked one);
+        False if the helper has gone (the caller starts it through a forkserver)."""
+        alive_r, self._alive = channel_pair()
+        cmd_r, self._cmd = channel_pair()
+        self._report, report_w = channel_pair()
+        ends = (alive_r, cmd_r, report_w)
+        try:
+            self._zygote = helper.fork(
+                zygote_from_helper,
+                (fd_arg(0), fd_arg(1), fd_arg(2),
+                 *self._zygote_args(self._workers, parent_name, prefix),
+                 True, self.max_memory_per_child),
+                (cmd_r.fileno(), report_w.fileno(), alive_r.fileno()), "multitask-zygote")
+        except HelperError:
+            for c in (*ends, self._alive, self._cmd, self._report):
+                c.close()
+            return False
+        finally:
+            for c in ends:
+                c.close()
+        return True
 
     def _zygote_args(self, first: list[_Worker], parent_name: str,
                      prefix: str) -> tuple[Any, ...]:
@@ -1376,12 +1415,13 @@ class ProcessBackend(Backend):
             except OSError:
                 pass
         _publish_zygote("unregister", self._zygote)
-        if graceful and isinstance(self._zygote, ForkedChild):
+        if graceful and isinstance(self._zygote, (ForkedChild, HelperChild)):
             # Its workers have exited and it was told to go: it follows them within a moment
             # (at once when _release closes its pipes) and the reaper collects it; join()
             # need not wait for its exit (~0.5 ms of every close/join, P7).  A zygote started
             # by the stdlib is joined: it is one of multiprocessing's active_children().
-            if self._zygote.poll() is None:
+            # (a HelperChild is the helper's to reap)
+            if isinstance(self._zygote, ForkedChild) and self._zygote.poll() is None:
                 _spawn.reap_in_background(self._zygote, self._zygote.sentinel)
             self._zygote_detached = True
         else:
