@@ -23,7 +23,8 @@ from _adapters import WORKERS
 from _harness import Config, Impl, Table, bar_ratio, ms, per_op
 from bench_pool import sq
 
-LABELS = {"stdlib": "multiprocessing (stdlib)", "multitask": "multitask"}
+LABELS = {"stdlib": "multiprocessing (stdlib)", "multitask": "multitask",
+          "multitask-nohelper": "multitask, MULTITASK_FORK_HELPER=0"}
 
 _SCRIPT = """\
 import time
@@ -54,19 +55,27 @@ if __name__ == "__main__":
 
 def program_trial(kind: str, method: str, thread: bool, pools: int = 1,
                   inside: bool = False) -> float:
-    """One fresh interpreter running the script above; its wall time (S1) or the time it
-    measured itself for its last pool (S2)."""
+    """One fresh interpreter running the script above, from a file (spawn and forkserver
+    re-import it); its wall time (S1) or the time it measured itself for its last pool (S2).
+    ``kind`` "multitask-nohelper": multitask with ``MULTITASK_FORK_HELPER=0``."""
+    import os
     import subprocess
     import sys
+    import tempfile
 
     lib = "multiprocessing" if kind == "stdlib" else "multitask"
     script = _SCRIPT.format(lib=lib, thread=thread, method=method, pools=pools,
                             workers=WORKERS)
-    t0 = time.perf_counter()
-    # -I: no user site, no PYTHON* variables, no script directory on sys.path
-    out = subprocess.run([sys.executable, "-I", "-W", "ignore", "-c", script],
-                         capture_output=True, text=True, timeout=60, check=False)
-    wall = time.perf_counter() - t0
+    env = dict(os.environ, MULTITASK_FORK_HELPER="0" if kind == "multitask-nohelper" else "1")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "program.py")
+        with open(path, "w") as f:
+            f.write(script)
+        t0 = time.perf_counter()
+        # -I: no user site, no PYTHON* variables, no script directory on sys.path
+        out = subprocess.run([sys.executable, "-I", "-W", "ignore", path], env=env,
+                             capture_output=True, text=True, timeout=60, check=False)
+        wall = time.perf_counter() - t0
     if out.returncode != 0:
         raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr.strip()
                            else f"exit code {out.returncode}")
@@ -95,9 +104,13 @@ def small_map_trial(kind: str, n: int, reps: int = 31) -> float:
         pool.join()
 
 
-def _impls(fn, params: dict, bar=None) -> list[Impl]:
+def _impls(fn, params: dict, bar=None,
+           kinds: tuple[str, ...] = ("stdlib", "multitask")) -> list[Impl]:
     return [Impl(label=LABELS[k], fn=fn, params={"kind": k, **params}, baseline=k == "stdlib",
-                 bar=bar if k == "multitask" else None) for k in ("stdlib", "multitask")]
+                 bar=bar if k == "multitask" else None) for k in kinds]
+
+
+WITH_NOHELPER = ("stdlib", "multitask", "multitask-nohelper")
 
 
 S1_CASES = [("fork", False, "fork, no other thread"), ("fork", True, "fork, one background thread"),
@@ -110,7 +123,8 @@ def s1(cfg: Config) -> list[Table]:
         tables.append(cfg.run(
             "S1", f"whole program, {what}: import, Pool({WORKERS}), map(sq, range(1000)), "
                   f"close/join, exit", ms(),
-            _impls(program_trial, {"method": method, "thread": thread}, bar_ratio(1.25)),
+            _impls(program_trial, {"method": method, "thread": thread}, bar_ratio(1.25),
+                   WITH_NOHELPER if method == "fork" else ("stdlib", "multitask")),
             default_repeat=7,
             notes=["wall time of a fresh `python -I -c` (interpreter start-up included, the "
                    "same for both)", "bar: P7's, whole program <= 0.8x the stdlib's time"]))
@@ -125,7 +139,7 @@ def s2(cfg: Config) -> list[Table]:
             "S2", f"second Pool({WORKERS}) of a program ({what}): start, map(sq, range(1000)), "
                   "close/join", ms(),
             _impls(program_trial, {"method": "fork", "thread": thread, "pools": 2,
-                                   "inside": True}, bar_ratio(1)),
+                                   "inside": True}, bar_ratio(1), WITH_NOHELPER),
             default_repeat=7,
             notes=["timed inside the program, after a first pool has come and gone"]))
     return tables

@@ -341,3 +341,61 @@ def test_a_worker_forked_through_the_helper_has_the_programs_name_not_the_helper
             stop.set()
     """))
     assert out["worker"] == out["me"]
+
+
+def test_the_helper_holds_none_of_the_programs_standard_streams_yet_workers_print_to_them():
+    # A pipeline (`python prog.py | head`, subprocess.run(capture_output=True)) ends when the
+    # program exits, not when its helper does; a worker forked through the helper still prints
+    # into the program's stdout of the moment.
+    proc = run("""
+        import os, threading
+        import multitask as mp
+        from multitask._core import _forkhelper
+
+        def shout():
+            print("from the worker", flush=True)
+
+        if __name__ == "__main__":
+            stop = threading.Event()
+            threading.Thread(target=stop.wait, daemon=True).start()
+            pid = _forkhelper.get().pid
+            print("std=" + ",".join(os.readlink(f"/proc/{pid}/fd/{n}") for n in (0, 1, 2)))
+            with mp.get_context("fork").Pool(1) as pool:
+                pool.apply(shout)
+            stop.set()
+    """)
+    assert "from the worker" in proc.stdout
+    assert lines(proc)["std"] == ",".join(["/dev/null"] * 3)
+
+
+def test_a_zygote_of_the_helper_exits_at_once_after_its_program_does(tmp_path):
+    # Regression: the zygote's exit loop kept selecting on the closed command pipe and spun
+    # at full CPU until its 5 s deadline (no parent-death signal reaches a helper's child).
+    # Output to a file, not a pipe: a pipe would make the run wait for the zygote's exit too.
+    script = textwrap.dedent("""
+        import threading
+        import multitask as mp
+
+        def sq(x):
+            return x * x
+
+        if __name__ == "__main__":
+            stop = threading.Event()
+            threading.Thread(target=stop.wait, daemon=True).start()
+            pool = mp.get_context("fork").Pool(2)
+            pool.map(sq, range(1000))
+            print("zygote=" + str(pool._backend._zygote.pid), flush=True)
+            pool.close()
+            pool.join()
+            stop.set()
+    """)
+    for _ in range(10):   # it lingered in 1 run of 3 to 6
+        log = tmp_path / "out.txt"
+        with open(log, "w") as f:
+            subprocess.run([sys.executable, "-c", script], stdout=f, timeout=60, check=True)
+        zygote = int(log.read_text().split("zygote=")[1].split()[0])
+        try:
+            proc = psutil.Process(zygote)
+        except psutil.NoSuchProcess:
+            continue
+        proc.wait(3.0)   # raises psutil.TimeoutExpired while it lingers (it took 5 s)

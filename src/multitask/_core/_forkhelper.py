@@ -13,7 +13,8 @@ before any thread existed holds no foreign lock, so forking *it* is safe at any 
 and costs a fork.  ``docs/design.md`` ("The fork helper") has the measurements.
 
 What the helper has is the program as it was at ``import multitask``: the modules imported by
-then (plus what :func:`start_at_import` warms: the pool's worker code and cloudpickle), not the
+then (and, from its first request on, what it warms: the pool's worker code, cloudpickle and
+the library modules the program had imported by the time of a request), not the
 functions ``__main__`` defines later (those travel by value, as for spawn) nor its later
 imports (a worker imports them when it unpickles something that needs them, as under spawn).
 A Pool in a program with no foreign thread is still forked from the program itself, the most
@@ -218,15 +219,21 @@ class ForkHelper:
         into it; an argument ``fd_arg(i)`` becomes the child's copy of ``fds[i]``).
 
         Sends the request and returns without waiting for the helper, which may still be
-        importing what it warms (~20 ms after ``import multitask``): the child's ``pid`` and
+        forking an earlier request's child: the child's ``pid`` and
         ``sentinel`` wait for its answer.  ``target`` and ``args`` are pickled here (by
         reference where pickle can, cloudpickle otherwise).  Raises :class:`HelperError` if
         the helper is known to be gone (the caller starts the child another way) and whatever
         pickling raises."""
+        if self._dead:
+            raise HelperError("the fork helper has exited")
         fds = list(fds)
         # What a fork would have copied and the helper's copy has as it was at import: the
         # working directory, the environment and sys.path (as spawn's preparation data).
-        state = (os.getcwd(), dict(os.environ), list(sys.path))
+        # ... and the standard streams of now, passed as fds: the helper holds none of the
+        # program's (a `python prog.py | head` must see EOF when the program exits, not when
+        # the helper does), and a program that redirected fd 1 since gets it redirected.
+        std = [n for n in (0, 1, 2) if _is_open(n)]
+        state = (os.getcwd(), dict(os.environ), list(sys.path), self._preload(), std)
         # two pickles: the state is applied before the call is unpickled (which may import
         # from a directory the program added to sys.path after the import)
         payload = pickle.dumps(state) + _dumps((target, args, name))
@@ -237,7 +244,8 @@ class ForkHelper:
                 if self._dead:
                     raise HelperError("the fork helper has exited")
                 try:
-                    socket.send_fds(self._sock, [_LEN.pack(len(payload))], [*fds, status_w])
+                    socket.send_fds(self._sock, [_LEN.pack(len(payload))],
+                                    [*fds, status_w, *std])
                     self._sock.sendall(payload)
                 except OSError as exc:
                     self._dead = True
@@ -249,6 +257,26 @@ class ForkHelper:
         finally:
             os.close(status_w)
         return child
+
+    def _preload(self) -> list[str]:
+        """The library modules (stdlib, site-packages) this program has imported since the
+        helper was forked, for the helper to import too (top-level names; not the program's
+        own modules, whose import may do anything)."""
+        global _library_dirs
+        if _library_dirs is None:
+            import sysconfig
+
+            paths = sysconfig.get_paths()
+            _library_dirs = tuple({os.path.join(paths[k], "") for k in
+                                   ("stdlib", "platstdlib", "purelib", "platlib") if k in paths})
+        out = []
+        for name, module in list(sys.modules.items()):
+            if "." in name or name in self.modules or name.startswith("_"):
+                continue
+            origin = getattr(module, "__file__", None)
+            if isinstance(origin, str) and origin.startswith(_library_dirs):
+                out.append(name)
+        return out
 
     def _wait_answer(self, child: HelperChild) -> None:
         """Read the helper's answers, in the order of the requests, until ``child``'s."""
@@ -325,6 +353,7 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
 # --------------------------------------------------------------------------------------------
 
 _helper: ForkHelper | None = None
+_library_dirs: tuple[str, ...] | None = None
 
 
 def get() -> ForkHelper | None:
@@ -343,7 +372,8 @@ def _after_fork_in_child() -> None:
 def start_at_import(warm: tuple[str, ...] = ()) -> None:
     """Fork the helper if this is a program's main process, alone in it (no other thread),
     on Linux with pidfds, and ``MULTITASK_FORK_HELPER`` is not ``0``.  The helper imports
-    ``warm`` (module names) first, in the background.  Blocks for the double fork (~1-2 ms);
+    ``warm`` (module names) when its first request comes (see :func:`_serve`).
+    Blocks for the double fork (~1-2 ms);
     never raises (no helper then)."""
     global _helper
     if _helper is not None or os.environ.get("MULTITASK_FORK_HELPER", "1") == "0":
@@ -407,6 +437,11 @@ def _serve(sock_fd: int, alive_r: int, parents: tuple[int, int], warm: tuple[str
     """The helper's loop (a single thread): fork on request, reap, exit with the program."""
     for fd in parents:
         os.close(fd)
+    # The program's standard streams are not kept (see ForkHelper.fork): each child gets the
+    # program's of the moment.
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for n in (0, 1, 2):
+        os.dup2(devnull, n)
     keep = {0, 1, 2, sock_fd, alive_r}
     for fd in _open_fds():
         if fd not in keep:
@@ -428,11 +463,15 @@ def _serve(sock_fd: int, alive_r: int, parents: tuple[int, int], warm: tuple[str
     _set_name(b"mt-fork-helper")
     sock = socket.socket(fileno=sock_fd)
     sock.sendall(_PID.pack(os.getpid()))   # the hello: ForkHelper.pid
-    for name in warm:   # off the program's path: this process has a core to itself meanwhile
-        try:
-            __import__(name)
-        except Exception:
-            pass
+    # ``warm`` is imported when the first request arrives, before its child is forked (so the
+    # child and its workers inherit it), never at start: at start it would take ~30 ms of CPU
+    # from every program, most of which never need the helper (measured: 8-12 ms more wall
+    # time for a short script on this 2-core machine, where the program and its first pool's
+    # workers run then).  Imported after the request instead, each worker of the first pool
+    # imports cloudpickle itself, and its first map took 55-73 ms instead of ~25.  The modules
+    # a request names (preload: what the program has imported since) are imported after it
+    # is answered, for the next pools.
+    to_warm: list[str] = []
     status: dict[int, int] = {}   # child pid -> write end of its status pipe
     while True:
         ready = select.select([sock_fd, alive_r, wake_r], [], [])[0]
@@ -445,27 +484,41 @@ def _serve(sock_fd: int, alive_r: int, parents: tuple[int, int], warm: tuple[str
         if alive_r in ready:   # the program has exited
             os._exit(0)
         if sock_fd in ready:
+            for name in warm:
+                _import(name)
+            warm = ()
             try:
-                _serve_one(sock, status, (sock_fd, alive_r, wake_r, wake_w), handlers, comm)
+                to_warm += _serve_one(sock, status, (sock_fd, alive_r, wake_r, wake_w),
+                                      handlers, comm)
             except (OSError, EOFError):
                 os._exit(0)
+            # one module per turn, so that a waiting request is served first
+            while to_warm and not select.select([sock_fd, alive_r, wake_r], [], [], 0)[0]:
+                _import(to_warm.pop(0))
 
 
 def _serve_one(sock: socket.socket, status: dict[int, int], own: tuple[int, ...],
-               handlers: dict[int, Any], comm: bytes) -> None:
+               handlers: dict[int, Any], comm: bytes) -> list[str]:
+    """Fork the child of one request; the modules the program has that the helper should
+    import (the request's ``preload``)."""
     head, fds, _flags, _addr = socket.recv_fds(sock, _LEN.size, 64)
     if not head:
         raise EOFError
     head += _recv_exact(sock, _LEN.size - len(head))
     payload = _recv_exact(sock, _LEN.unpack(head)[0])
-    *child_fds, status_w = fds
+    try:
+        _cwd, _environ, _path, preload, std = pickle.loads(payload)   # the first pickle
+    except Exception:
+        preload, std = [], []
+    split = len(fds) - len(std) - 1
+    child_fds, status_w, std_fds = fds[:split], fds[split], fds[split + 1:]
     try:
         pid = os.fork()
     except OSError as exc:
         for fd in fds:
             os.close(fd)
         sock.sendall(_PID.pack(-(exc.errno or 1)))
-        return
+        return []
     if pid == 0:
         code = 1
         try:
@@ -475,8 +528,11 @@ def _serve_one(sock: socket.socket, status: dict[int, int], own: tuple[int, ...]
             for fd in (*own, status_w, *status.values()):
                 os.close(fd)
             _set_name(comm)
+            for n, fd in zip(std, std_fds, strict=True):
+                os.dup2(fd, n)
+                os.close(fd)
             stream = io.BytesIO(payload)
-            cwd, environ, path = pickle.load(stream)
+            cwd, environ, path, _preload, _std = pickle.load(stream)
             os.chdir(cwd)
             if environ != os.environ:
                 os.environ.clear()
@@ -494,7 +550,7 @@ def _serve_one(sock: socket.socket, status: dict[int, int], own: tuple[int, ...]
             traceback.print_exc()
         finally:
             os._exit(code)
-    for fd in child_fds:
+    for fd in (*child_fds, *std_fds):
         os.close(fd)
     status[pid] = status_w
     try:
@@ -506,6 +562,15 @@ def _serve_one(sock: socket.socket, status: dict[int, int], own: tuple[int, ...]
     finally:
         if pidfd >= 0:
             os.close(pidfd)
+    return [m for m in preload if isinstance(m, str)]
+
+
+def _import(name: str) -> None:
+    if name not in sys.modules:
+        try:
+            __import__(name)
+        except Exception:   # a worker that needs it imports it (or fails there)
+            pass
 
 
 def _reap(status: dict[int, int]) -> None:
@@ -523,6 +588,14 @@ def _reap(status: dict[int, int]) -> None:
             except OSError:
                 pass
             os.close(fd)
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
 
 
 def _open_fds() -> list[int]:

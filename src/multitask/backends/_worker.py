@@ -571,7 +571,12 @@ def zygote_main(cmd: Any, report: Any, alive: Any, outbound: Any, slots: Any,
                                 pass
         if exiting:
             # Wait (bounded by the children's own exit) for every worker to be reaped and
-            # reported, so the parent learns every exit code before the zygote goes.
+            # reported, so the parent learns every exit code before the zygote goes.  No
+            # command is read any more: the pool's process closes that pipe, and its EOF, ready
+            # at every select, made this loop spin for its whole 5 s (a zygote that is not the
+            # program's child gets no death signal to end it: one forked by the fork helper, or
+            # by a forkserver, after a program that exits right after close()/join()).
+            sel.unregister(cmd)
             deadline = time.monotonic() + 5.0
             while children and time.monotonic() < deadline:
                 for key, _ in sel.select(max(0.0, deadline - time.monotonic())):
@@ -583,7 +588,8 @@ def zygote_main(cmd: Any, report: Any, alive: Any, outbound: Any, slots: Any,
                             pass
                         reap()
                     elif key.data == "alive":
-                        break
+                        # the pool's process is gone: nobody is left to read the reports
+                        parent_gone()
             # Reap every child before going: an unreaped one would be left to init as a
             # zombie (which, in a container, may never reap it).  Bounded: SIGKILLed.
             for pid in children:
