@@ -149,7 +149,11 @@ def __dir__() -> list[str]:
 def _start_fork_helper() -> None:
     from ._core import _forkhelper
 
-    _forkhelper.start_at_import(warm=("multitask.backends.process", "resource", "cloudpickle"))
+    # warm: what a zygote and its workers import (the pool's own process imports the rest),
+    # and cloudpickle, which unpickles the functions that __main__ defines after this import
+    _forkhelper.start_at_import(warm=(
+        "multitask.backends._worker", "multitask.backends._slots", "multitask._core._channel",
+        "multitask._core._spawn", "multitask._core._stacks", "resource", "cloudpickle"))
 
 
 _start_fork_helper()
