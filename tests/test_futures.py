@@ -442,3 +442,34 @@ def test_at_exit_submitted_work_finishes_and_later_submits_raise(tmp_path):
                          timeout=60)
     assert out.returncode == 0, out.stderr
     assert "runtime-error" in out.stdout
+
+
+_LAZY_PROGRAM = """
+import os, sys
+import multitask
+from multitask.futures import ProcessPoolExecutor
+from concurrent.futures import BrokenExecutor
+print("loaded_at_import=" + str("concurrent.futures.process" in sys.modules))
+with ProcessPoolExecutor(1, mp_context=multitask.get_context("fork")) as ex:
+    print("result=" + str(ex.submit(pow, 2, 5).result(timeout=60)))
+    print("loaded_after_a_result=" + str("concurrent.futures.process" in sys.modules))
+    err = ex.submit(os._exit, 3).exception(timeout=60)
+    print("broken_executor=" + str(isinstance(err, BrokenExecutor)))
+    from concurrent.futures.process import BrokenProcessPool   # the stdlib's own path
+    err = ex.submit(os._exit, 4).exception(timeout=60)
+    print("broken_process_pool=" + str(isinstance(err, BrokenProcessPool)))
+"""
+
+
+def test_the_executor_imports_concurrent_futures_process_only_when_it_is_needed():
+    # ~11 ms of an executor's start-up (E4); a dead worker's error is a BrokenExecutor before,
+    # and a BrokenProcessPool once the program has that name
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _LAZY_PROGRAM], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = dict(line.split("=", 1) for line in proc.stdout.split())
+    assert out == {"loaded_at_import": "False", "result": "32", "loaded_after_a_result": "False",
+                   "broken_executor": "True", "broken_process_pool": "True"}

@@ -67,11 +67,7 @@ from concurrent.futures import (
     wait,
 )
 from concurrent.futures import TimeoutError as TimeoutError  # builtins.TimeoutError on 3.11+
-from concurrent.futures.process import (
-    BrokenProcessPool,
-    _RemoteTraceback,  # what its users' tests check
-)
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from ._core import _errors
 from ._core._errors import ClosedError, ProcessError, SerializationError, WorkerDiedError
@@ -85,7 +81,30 @@ from ._engine.frontend import (
 )
 from ._engine.jobs import MODE_ITEMS, MODE_MAP, ApplyJob, MapJob
 
-_errors.adopt_broken_process_pool()   # WorkerDiedError is a BrokenProcessPool from now on
+if TYPE_CHECKING:
+    from concurrent.futures.process import BrokenProcessPool as BrokenProcessPool
+
+# concurrent.futures.process (BrokenProcessPool, _RemoteTraceback) costs ~11 ms to import
+# (multiprocessing.connection and queues), a third of an executor's start-up (E4): it is
+# imported where it is needed -- a broken executor, a task's error, a program that takes
+# BrokenProcessPool from here (module __getattr__).  Until then a dead worker's error is a
+# BrokenExecutor, which it narrows to BrokenProcessPool (see _core/_errors.py).
+_errors.adopt_broken_executor()
+
+
+def _process_module() -> Any:
+    import concurrent.futures.process as cfp
+
+    _errors.adopt_broken_process_pool()
+    return cfp
+
+
+def __getattr__(name: str) -> Any:
+    if name == "BrokenProcessPool":
+        value = _process_module().BrokenProcessPool
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "ALL_COMPLETED",
@@ -220,7 +239,7 @@ def _as_broken(exc: Any) -> Any:
     a task's own error, a dead worker (already a BrokenProcessPool) or a timeout as they are.
     The worker's traceback (``__cause__``) as the executor's type, ``_RemoteTraceback``."""
     if type(exc) is ProcessError:
-        broken = BrokenProcessPool(str(exc))
+        broken = _process_module().BrokenProcessPool(str(exc))
         broken.__cause__ = exc
         return broken
     cause = getattr(exc, "__cause__", None)
@@ -229,7 +248,7 @@ def _as_broken(exc: Any) -> Any:
     pool_module = sys.modules.get("multiprocessing.pool")
     if cause is not None and pool_module is not None and isinstance(
             cause, pool_module.RemoteTraceback):
-        exc.__cause__ = _RemoteTraceback(cause.tb)
+        exc.__cause__ = _process_module()._RemoteTraceback(cause.tb)   # users' tests check it
     return exc
 
 
@@ -504,7 +523,8 @@ class ProcessPoolExecutor(FrontEnd, Executor):
 
     def _stop_workers(self, why: str) -> None:
         # Running futures fail with a BrokenProcessPool, as the stdlib's do when their worker is
-        # terminated under them; multitask's WorkerDiedError is one.
+        # terminated under them; multitask's WorkerDiedError is one (once adopted: here).
+        _process_module()
         self._state = "terminated"
         self._backend.terminate(_reason=WorkerDiedError(
             f"the executor's workers were stopped: {why}", cause="signal"))
@@ -540,8 +560,9 @@ class ProcessPoolExecutor(FrontEnd, Executor):
     def _check_open(self) -> None:
         broken = self._backend.broken
         if broken is not None:
-            err = BrokenProcessPool(f"A child process terminated abruptly, the process pool is "
-                                    f"not usable anymore: {broken}")
+            err = _process_module().BrokenProcessPool(
+                f"A child process terminated abruptly, the process pool is not usable "
+                f"anymore: {broken}")
             raise err from broken
         if self._state != "running":
             raise RuntimeError("cannot schedule new futures after shutdown")

@@ -24,10 +24,13 @@ multiprocessing.TimeoutError`` still works after ``import multitask as mp``)::
 ``BrokenExecutor``), so that ``except BrokenProcessPool`` code keeps working with
 ``multitask.ProcessPoolExecutor``.  Importing that stdlib module costs ~13 ms (it loads much of
 ``multiprocessing``), too much for ``import multitask`` in every spawned worker, so the base is
-added when the module is loaded anyway: by :mod:`multitask.futures`, or at the first
-``WorkerDiedError`` made once a program imported it (:func:`adopt_broken_process_pool`).  A
-program can only name ``BrokenProcessPool`` in an ``except`` after importing it, so every
-``except BrokenProcessPool`` sees the base.
+added when the module is loaded anyway: at the first ``WorkerDiedError`` made once a program
+imported it (:func:`adopt_broken_process_pool`), or when a program takes ``BrokenProcessPool``
+from :mod:`multitask.futures`.  A program can only name ``BrokenProcessPool`` in an ``except``
+after importing it, so every ``except BrokenProcessPool`` sees the base.  :mod:`multitask.futures`
+itself does not import it either (~11 ms of an executor's start-up, E4): it makes the error a
+``concurrent.futures.BrokenExecutor`` at once (:func:`adopt_broken_executor`), which the first
+adoption then narrows to ``BrokenProcessPool``.
 
 "You closed it" (:class:`ClosedError`) is kept apart from "it broke" (:class:`WorkerDiedError`,
 :class:`SerializationError`).  All of them pickle and unpickle with their attributes, because they
@@ -266,14 +269,28 @@ def _rebuild(cls: type[BaseException], args: tuple[Any, ...],
 _adopted = False
 
 
+def adopt_broken_executor() -> None:
+    """Make :class:`WorkerDiedError` a ``concurrent.futures.BrokenExecutor`` (cheap: that
+    module is loaded by whoever calls this), until :func:`adopt_broken_process_pool` replaces
+    the base with its subclass ``BrokenProcessPool``."""
+    from concurrent.futures import BrokenExecutor
+
+    if not issubclass(WorkerDiedError, BrokenExecutor):
+        WorkerDiedError.__bases__ = (*WorkerDiedError.__bases__, BrokenExecutor)
+
+
 def adopt_broken_process_pool() -> None:
     """Make :class:`WorkerDiedError` a ``concurrent.futures.process.BrokenProcessPool`` too
     (imports that module; see the module docstring for why this is not done at import)."""
     global _adopted
     if _adopted:
         return
+    from concurrent.futures import BrokenExecutor
     from concurrent.futures.process import BrokenProcessPool
 
     if not issubclass(WorkerDiedError, BrokenProcessPool):
-        WorkerDiedError.__bases__ = (*WorkerDiedError.__bases__, BrokenProcessPool)
+        # BrokenExecutor (adopt_broken_executor) gives way to its subclass: both in the bases
+        # would be an inconsistent MRO
+        bases = tuple(b for b in WorkerDiedError.__bases__ if b is not BrokenExecutor)
+        WorkerDiedError.__bases__ = (*bases, BrokenProcessPool)
     _adopted = True
