@@ -5,10 +5,10 @@
   would), makes ``Pool(2)``, runs ``map(sq, range(1000))``, closes and joins the pool and exits.
   One table per case: fork without a thread, fork with a thread, spawn, forkserver.
 - **S2** a program's *second* pool: the same script times, inside itself, ``Pool(2)`` +
-  ``map(sq, range(1000))`` + close/join after a first pool has come and gone, with and without
-  a background thread.
+  ``map(sq, range(1000))`` + close/join after a first pool has come and gone: fork with and
+  without a background thread, spawn, forkserver.
 - **S3** small and medium maps on a warm pool: ``map(sq, range(n))`` for n = 10, 100, 1 000 and
-  10 000, each trial the median of 31 maps.
+  10 000, each trial the median of 31 maps; fork, spawn and forkserver pools.
 
 Rows: the stdlib's ``multiprocessing`` and multitask (the start-up question is theirs: the
 peers' start-up is in P7 and E4).  Ratio = stdlib median time / multitask median time.
@@ -82,13 +82,13 @@ def program_trial(kind: str, method: str, thread: bool, pools: int = 1,
     return float(out.stdout.strip().splitlines()[-1]) if inside else wall
 
 
-def small_map_trial(kind: str, n: int, reps: int = 31) -> float:
-    """Median of ``reps`` ``map(sq, range(n))`` on a warm fork pool."""
+def small_map_trial(kind: str, n: int, reps: int = 31, method: str = "fork") -> float:
+    """Median of ``reps`` ``map(sq, range(n))`` on a warm pool of ``method``."""
     if kind == "stdlib":
         import multiprocessing as lib
     else:
         import multitask as lib  # type: ignore[no-redef]
-    pool = lib.get_context("fork").Pool(WORKERS)
+    pool = lib.get_context(method).Pool(WORKERS)
     try:
         items = range(n)
         for _ in range(5):
@@ -131,15 +131,19 @@ def s1(cfg: Config) -> list[Table]:
     return tables
 
 
+S2_CASES = [("fork", False, "fork, no other thread"), ("fork", True, "fork, one background thread"),
+            ("spawn", False, "spawn"), ("forkserver", False, "forkserver")]
+
+
 def s2(cfg: Config) -> list[Table]:
     tables = []
-    for thread in (False, True):
-        what = "one background thread" if thread else "no other thread"
+    for method, thread, what in S2_CASES:
         tables.append(cfg.run(
             "S2", f"second Pool({WORKERS}) of a program ({what}): start, map(sq, range(1000)), "
                   "close/join", ms(),
-            _impls(program_trial, {"method": "fork", "thread": thread, "pools": 2,
-                                   "inside": True}, bar_ratio(1), WITH_NOHELPER),
+            _impls(program_trial, {"method": method, "thread": thread, "pools": 2,
+                                   "inside": True}, bar_ratio(1),
+                   WITH_NOHELPER if method == "fork" else ("stdlib", "multitask")),
             default_repeat=7,
             notes=["timed inside the program, after a first pool has come and gone"]))
     return tables
@@ -147,10 +151,12 @@ def s2(cfg: Config) -> list[Table]:
 
 def s3(cfg: Config) -> list[Table]:
     tables = []
-    for n in (10, 100, 1_000, 10_000):
-        tables.append(cfg.run(
-            "S3", f"warm pool, map(sq, range({n:_}))", per_op(1, "µs / map"),
-            _impls(small_map_trial, {"n": n}, bar_ratio(1.5)), default_repeat=5,
-            notes=[f"{WORKERS} workers, fork; each trial the median of 31 maps after 5 "
-                   "untimed ones"]))
+    for method in ("fork", "spawn", "forkserver"):
+        for n in (10, 100, 1_000, 10_000):
+            tables.append(cfg.run(
+                "S3", f"warm {method} pool, map(sq, range({n:_}))", per_op(1, "µs / map"),
+                _impls(small_map_trial, {"n": n, "method": method}, bar_ratio(1.5)),
+                default_repeat=5,
+                notes=[f"{WORKERS} workers, {method}; each trial the median of 31 maps after 5 "
+                       "untimed ones"]))
     return tables
