@@ -20,6 +20,10 @@ import traceback
 import psutil
 import pytest
 
+# First, while this process has no other thread: the program's fork helper is forked by this
+# import (see src/multitask/_core/_forkhelper.py), before any test runs and is leak-checked.
+import multitask
+
 START_METHODS = ["fork", "spawn", "forkserver"]
 
 # stdlib singletons that live for the whole session, started on first use by whichever test
@@ -188,9 +192,12 @@ def _is_helper_fd(fd: int) -> bool:
     fs_fds = {getattr(fs, "_forkserver_alive_fd", None)}
     # the stack-dump FIFO (one per process, for good); the shared-memory reaper's pipe (one per
     # family of processes)
-    from multitask._core import _shm, _stacks
+    from multitask._core import _forkhelper, _shm, _stacks
 
-    return fd == rt or fd in fs_fds or fd == _stacks._state.get("fd") or fd == _shm._wfd
+    helper = _forkhelper.get()   # the fork helper's socket and alive pipe (one per program)
+    helper_fds = set() if helper is None else {helper._sock.fileno(), helper._alive_w}
+    return (fd == rt or fd in fs_fds or fd == _stacks._state.get("fd") or fd == _shm._wfd
+            or fd in helper_fds)
 
 
 def _describe_fds(fds: set[int]) -> list[tuple[int, str]]:
@@ -233,7 +240,6 @@ def start_method(request) -> str:
 @pytest.fixture
 def ctx(start_method):
     """A multitask context for each start method."""
-    import multitask
 
     return multitask.get_context(start_method)
 
