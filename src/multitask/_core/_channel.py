@@ -28,9 +28,9 @@ import struct
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
-__all__ = ["Channel", "ForkedChild", "channel_pair", "flush_std_streams"]
+__all__ = ["Channel", "ForkedChild", "channel_pair", "flush_std_streams", "run_child"]
 
 _LEN = struct.Struct("<I")
 
@@ -85,6 +85,25 @@ class Channel:
             os.close(fd)
 
 
+def run_child(setup: Callable[[], tuple[Callable[..., Any], tuple[Any, ...]]]) -> NoReturn:
+    """In a freshly forked child: ``target(*args)`` from ``setup()``, then ``os._exit`` with
+    ``target``'s return value if it is an int, 0 for None, 1 if it (or ``setup``) raised
+    (after printing the traceback), or ``SystemExit``'s code.  Never returns."""
+    code = 1
+    try:
+        target, args = setup()
+        result = target(*args)
+        code = result if isinstance(result, int) else 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
 def channel_pair() -> tuple[Channel, Channel]:
     """``(read_end, write_end)`` of a new one-way channel (fds not inherited by exec)."""
     r, w = os.pipe()
@@ -127,21 +146,13 @@ class ForkedChild:
         with fork_warning_for_foreign_threads():
             pid = os.fork()
         if pid == 0:
-            code = 1
-            try:
+            def setup() -> tuple[Callable[..., Any], tuple[Any, ...]]:
                 for fd in (self._fd_r, *close_in_child):
                     if fd >= 0:
                         os.close(fd)
-                result = target(*args)
-                code = result if isinstance(result, int) else 0
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-            except BaseException:
-                import traceback
+                return target, args
 
-                traceback.print_exc()
-            finally:
-                os._exit(code)
+            run_child(setup)
         self.pid = pid
         if use_pidfd:
             self.sentinel = os.pidfd_open(pid)  # type: ignore[attr-defined,unused-ignore]

@@ -50,8 +50,11 @@ import socket
 import struct
 import sys
 import threading
+import types
 from collections.abc import Callable, Iterable
 from typing import Any, NoReturn
+
+from ._channel import run_child
 
 __all__ = ["ForkHelper", "HelperChild", "HelperError", "get", "start_at_import"]
 
@@ -60,6 +63,9 @@ _PID = struct.Struct("!q")
 _CODE = struct.Struct("!i")
 #: exit code reported for a child whose helper died before it could report the real one
 UNKNOWN_EXIT = 255
+#: seconds the program waits for one answer of the helper (its first one may wait for the
+#: imports it warms: well under a second)
+ANSWER_TIMEOUT = 60.0
 
 
 class HelperError(OSError):
@@ -182,6 +188,9 @@ class ForkHelper:
     def __init__(self, sock: socket.socket, alive_w: int,
                  main_functions: dict[str, Any], modules: frozenset[str]) -> None:
         self._pid = 0   # read from the helper's first message, on first use
+        # No wait on the helper is unbounded: a helper that does not answer within this is
+        # taken for gone (its pending children read as exited; a pool fails, it does not hang)
+        sock.settimeout(ANSWER_TIMEOUT)
         self._sock = sock
         self._alive_w = alive_w
         self._lock = threading.Lock()
@@ -391,7 +400,7 @@ def start_at_import(warm: tuple[str, ...] = ()) -> None:
             return
     main = sys.modules.get("__main__")
     main_functions = {k: v for k, v in vars(main).items()
-                      if type(v) is type(start_at_import)} if main is not None else {}
+                      if type(v) is types.FunctionType} if main is not None else {}
     try:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         alive_r, alive_w = os.pipe()
@@ -520,8 +529,7 @@ def _serve_one(sock: socket.socket, status: dict[int, int], own: tuple[int, ...]
         sock.sendall(_PID.pack(-(exc.errno or 1)))
         return []
     if pid == 0:
-        code = 1
-        try:
+        def setup() -> tuple[Callable[..., Any], tuple[Any, ...]]:
             signal.set_wakeup_fd(-1)
             for signum, handler in handlers.items():   # the program's, as a fork has them
                 signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
@@ -539,17 +547,9 @@ def _serve_one(sock: socket.socket, status: dict[int, int], own: tuple[int, ...]
                 os.environ.update(environ)
             sys.path[:] = path
             target, args, _name = pickle.load(stream)
-            args = tuple(child_fds[a.i] if type(a) is _Fd else a for a in args)
-            result = target(*args)
-            code = result if isinstance(result, int) else 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        except BaseException:
-            import traceback
+            return target, tuple(child_fds[a.i] if type(a) is _Fd else a for a in args)
 
-            traceback.print_exc()
-        finally:
-            os._exit(code)
+        run_child(setup)
     for fd in (*child_fds, *std_fds):
         os.close(fd)
     status[pid] = status_w

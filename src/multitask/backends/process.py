@@ -353,7 +353,7 @@ class ProcessBackend(Backend):
                  True, self.max_memory_per_child),
                 (cmd_r.fileno(), report_w.fileno(), alive_r.fileno()), "multitask-zygote")
         except HelperError:
-            for c in (*ends, self._alive, self._cmd, self._report):
+            for c in (self._alive, self._cmd, self._report):   # (ends: below)
                 c.close()
             return False
         finally:
