@@ -97,7 +97,7 @@ def test_requests_from_many_threads_are_answered_each_to_its_own(helper):
 
 
 def test_an_unpicklable_request_raises_at_the_call_and_the_helper_goes_on(helper):
-    with pytest.raises(Exception, match="pickle"):
+    with pytest.raises(_forkhelper.HelperError, match=r"cannot be sent.*pickle"):
         helper.fork(os._exit, (threading.Lock(),), ())
     child = helper.fork(os._exit, (3,), ())
     assert child.wait(30) == 3
@@ -148,6 +148,41 @@ def test_without_the_helper_a_threaded_pool_still_works():
     assert out["helper"] == "None"
     assert out["result"] == str([x * x for x in range(10)])
     assert out["zygote_parent"] != out["helper"]
+
+
+def test_a_threaded_pool_with_a_stdlib_queue_in_its_initargs_forks_the_program_itself():
+    # A stdlib Queue pickles only while a child is spawned, so not to the helper, and a
+    # forkserver refuses a fork context's locks.  Pool() raised RuntimeError; it now forks the
+    # threaded program as the stdlib does (with its own 3.12+ warning about threads).
+    out = lines(run("""
+        import multiprocessing, os, threading
+        import psutil
+        import multitask as mp
+
+        q = None
+
+        def keep(qq):
+            global q
+            q = qq
+
+        def put(x):
+            q.put(x * x)
+            return x
+
+        if __name__ == "__main__":
+            stop = threading.Event()
+            threading.Thread(target=stop.wait, daemon=True).start()
+            qq = multiprocessing.Queue()
+            with mp.get_context("fork").Pool(2, initializer=keep, initargs=(qq,)) as pool:
+                print("result=" + str(pool.map(put, range(4))))
+                print("queued=" + str(sorted(qq.get(timeout=30) for _ in range(4))))
+                zygote = psutil.Process(pool._backend._zygote.pid)
+                print("zygote_parent_is_us=" + str(zygote.ppid() == os.getpid()))
+            stop.set()
+    """))
+    assert out["result"] == "[0, 1, 2, 3]"
+    assert out["queued"] == "[0, 1, 4, 9]"
+    assert out["zygote_parent_is_us"] == "True"
 
 
 def test_no_helper_when_a_thread_already_ran_at_import():

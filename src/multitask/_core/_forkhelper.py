@@ -54,9 +54,11 @@ import types
 from collections.abc import Callable, Iterable
 from typing import Any, NoReturn
 
+from . import _mainfn
 from ._channel import run_child
 
-__all__ = ["ForkHelper", "HelperChild", "HelperError", "get", "start_at_import"]
+__all__ = ["ForkHelper", "HelperArgumentsError", "HelperChild", "HelperError", "get",
+           "start_at_import"]
 
 _LEN = struct.Struct("!Q")
 _PID = struct.Struct("!q")
@@ -70,6 +72,11 @@ ANSWER_TIMEOUT = 60.0
 
 class HelperError(OSError):
     """The helper is gone or refused a request (the caller falls back to another start)."""
+
+
+class HelperArgumentsError(HelperError):
+    """A request's target or arguments cannot be pickled outside a spawn (e.g. a stdlib Queue);
+    the helper itself is fine."""
 
 
 class _Fd:
@@ -231,8 +238,8 @@ class ForkHelper:
         forking an earlier request's child: the child's ``pid`` and
         ``sentinel`` wait for its answer.  ``target`` and ``args`` are pickled here (by
         reference where pickle can, cloudpickle otherwise).  Raises :class:`HelperError` if
-        the helper is known to be gone (the caller starts the child another way) and whatever
-        pickling raises."""
+        the helper is known to be gone or ``target``/``args`` cannot be pickled outside a
+        spawn (the caller starts the child another way)."""
         if self._dead:
             raise HelperError("the fork helper has exited")
         fds = list(fds)
@@ -245,7 +252,14 @@ class ForkHelper:
         state = (os.getcwd(), dict(os.environ), list(sys.path), self._preload(), std)
         # two pickles: the state is applied before the call is unpickled (which may import
         # from a directory the program added to sys.path after the import)
-        payload = pickle.dumps(state) + _dumps((target, args, name))
+        try:
+            payload = pickle.dumps(state) + _dumps((target, args, name), self.main_functions)
+        except Exception as exc:
+            # e.g. a stdlib Queue or Lock in a pool's initargs: those pickle only while a
+            # child is being spawned (context.assert_spawning), which the forkserver the
+            # caller falls back to does; the helper is fine for the next request
+            raise HelperArgumentsError(f"the child's arguments cannot be sent to the fork helper: "
+                              f"{type(exc).__name__}: {exc}") from exc
         status_r, status_w = os.pipe()
         child = HelperChild(self, status_r, name)
         try:
@@ -338,9 +352,26 @@ def fd_arg(i: int) -> Any:
     return _Fd(i)
 
 
-def _dumps(obj: Any) -> bytes:
+class _Pickler(pickle.Pickler):
+    """Pickles by reference the ``__main__`` functions the helper has (its ``__main__`` is the
+    program's at import), and the others by value into the child's ``__main__``: an
+    initializer the script defined after ``import multitask`` (see ``_mainfn``)."""
+
+    def __init__(self, file: Any, known: dict[str, Any]) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self._known = known
+
+    def reducer_override(self, obj: Any) -> Any:
+        if _mainfn.wants_stand_in(obj, self._known):
+            return _mainfn.MainFunction(obj).__reduce__()
+        return NotImplemented
+
+
+def _dumps(obj: Any, known: dict[str, Any]) -> bytes:
+    buf = io.BytesIO()
     try:
-        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        _Pickler(buf, known).dump(obj)
+        return buf.getvalue()
     except (pickle.PicklingError, TypeError, AttributeError):
         import cloudpickle
 

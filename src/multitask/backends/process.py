@@ -42,6 +42,7 @@ own worker's pidfd, enforces timeouts).  Rings are polled briefly before a reade
 from __future__ import annotations
 
 import collections
+import functools
 import multiprocessing
 import os
 import pickle
@@ -56,7 +57,7 @@ import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .._core import _forkhelper, _interrupts, _serialize, _spawn, _stacks
+from .._core import _forkhelper, _interrupts, _mainfn, _serialize, _spawn, _stacks
 from .._core._arena import Arena
 from .._core._channel import Channel, ForkedChild, channel_pair, flush_std_streams
 from .._core._errors import (
@@ -69,7 +70,7 @@ from .._core._errors import (
     remote_traceback,
     signal_of,
 )
-from .._core._forkhelper import HelperChild, HelperError, fd_arg
+from .._core._forkhelper import HelperArgumentsError, HelperChild, HelperError, fd_arg
 from .._core._ring import Ring, new_group
 from .._engine import envelope
 from .._engine.backend import Backend
@@ -215,7 +216,6 @@ class ProcessBackend(Backend):
         self._replaced = 0
         self._order_breach_logged = False
         self._memory_recycled = 0   # workers that exited past max_memory_per_child
-        self._funcs = FunctionCache(lambda fn: _dumps_function(fn, self._main_now), _FUNC_CACHE)
         # seconds per item, EWMA per function (by id; the function is kept alive by _funcs)
         self._fn_seconds: dict[int, float] = {}
         # pid -> (task id, timeout, its stack when it overran: TaskTimeoutError's __cause__)
@@ -261,6 +261,11 @@ class ProcessBackend(Backend):
             # the helper's copy of __main__ has the functions bound when it was forked
             self._main_now = {k: v for k, v in helper.main_functions.items()
                               if vars(main).get(k) is v}
+        # A partial, not a lambda over self: that would make the backend a reference cycle,
+        # alive after shutdown until the next garbage collection -- and with it the pool's
+        # initargs (a stdlib Queue's semaphores, which its resource tracker then calls leaked).
+        self._funcs = FunctionCache(functools.partial(_dumps_function,
+                                                      main_at_fork=self._main_now), _FUNC_CACHE)
         self._outbound = self._new_ring(_OUTBOUND_CAPACITY)
         self._leader: int | None = None     # thread ident of the caller reading results (lead)
         self._settler: int | None = None    # thread ident settling a batch of results (_pump)
@@ -281,6 +286,20 @@ class ProcessBackend(Backend):
         worker_prefix += "PoolWorker"
         self._direct: dict[int, int] = {}   # pid -> slot of the workers forked here (ours)
         self._zygote: Any
+        if method == "helper":
+            started = self._start_from_helper(helper, parent_name, worker_prefix)
+            if started == "unsendable":
+                # Arguments that pickle only while a child is spawned, or not at all, and a
+                # forkserver refuses a fork context's locks: fork this threaded program, as
+                # the stdlib does (and warns, on 3.12+).  Its workers then have every function
+                # __main__ has now (in place: the function cache holds this dict).
+                method = "fork"
+                main = sys.modules.get("__main__")
+                if main is not None:
+                    self._main_now.update((k, v) for k, v in vars(main).items()
+                                          if isinstance(v, types.FunctionType))
+            elif started == "gone":
+                method = "forkserver"
         if method == "fork":
             # Forked directly, with plain pipes: the stdlib's Process and Pipe would import
             # ~7 ms of modules a forked child does not need (see _core/_channel.py).
@@ -308,10 +327,7 @@ class ProcessBackend(Backend):
             if direct:
                 self._fork_first_worker(alive_r, parent_name, worker_prefix,
                                         close_in_child=(*ours, cmd_r, report_w))
-        elif helper is not None and self._start_from_helper(helper, parent_name, worker_prefix):
-            pass
-        else:
-            method = "forkserver" if method == "helper" else method
+        elif method != "helper":   # spawn, forkserver
             args = self._zygote_args(self._workers, parent_name, worker_prefix)
             mpctx: Any = multiprocessing.get_context(method)
             cmd_r, self._cmd = mpctx.Pipe(duplex=False)
@@ -338,9 +354,10 @@ class ProcessBackend(Backend):
         # new workers: ~1 ms per thread on this 2-core machine, a tenth of P7.
         self._watch_thread.start()
 
-    def _start_from_helper(self, helper: Any, parent_name: str, prefix: str) -> bool:
-        """Have the program's fork helper fork the zygote (plain pipes, as a forked one);
-        False if the helper has gone (the caller starts it through a forkserver)."""
+    def _start_from_helper(self, helper: Any, parent_name: str, prefix: str) -> str:
+        """Have the program's fork helper fork the zygote (plain pipes, as a forked one):
+        "started"; "gone" if the helper has gone (the caller starts it through a forkserver),
+        "unsendable" if the zygote's arguments (the initargs) cannot be sent to it."""
         alive_r, self._alive = channel_pair()
         cmd_r, self._cmd = channel_pair()
         self._report, report_w = channel_pair()
@@ -352,14 +369,14 @@ class ProcessBackend(Backend):
                  *self._zygote_args(self._workers, parent_name, prefix),
                  True, self.max_memory_per_child),
                 (cmd_r.fileno(), report_w.fileno(), alive_r.fileno()), "multitask-zygote")
-        except HelperError:
+        except HelperError as exc:
             for c in (self._alive, self._cmd, self._report):   # (ends: below)
                 c.close()
-            return False
+            return "unsendable" if isinstance(exc, HelperArgumentsError) else "gone"
         finally:
             for c in ends:
                 c.close()
-        return True
+        return "started"
 
     def _zygote_args(self, first: list[_Worker], parent_name: str,
                      prefix: str) -> tuple[Any, ...]:
@@ -1561,9 +1578,13 @@ def _dumps_function(fn: Any, main_at_fork: dict[str, Any]) -> bytes:
             return pickle.dumps(fn, protocol=5)
         except Exception:
             pass
-    import cloudpickle  # only for functions that need it (start-up time)
-
     try:
+        if _mainfn.wants_stand_in(fn, main_at_fork):
+            # by value, yet living in the worker's __main__: the globals an initializer sets
+            # are the ones this function reads (_core/_mainfn.py)
+            return pickle.dumps(_mainfn.MainFunction(fn), protocol=5)
+        import cloudpickle  # only for functions that need it (start-up time)
+
         data: bytes = cloudpickle.dumps(fn, protocol=5)
         return data
     except Exception as exc:
