@@ -273,6 +273,40 @@ def test_a_failing_initializer_breaks_the_executor_as_the_stdlibs_does():
         ex.shutdown(wait=True)
 
 
+def init_logging_to(log_queue):
+    import logging
+    from logging.handlers import QueueHandler
+
+    logger = logging.getLogger("concurrent.futures")
+    logger.addHandler(QueueHandler(log_queue))
+    logger.propagate = False
+    raise ValueError("error in initializer")
+
+
+def test_a_failing_initializer_is_logged_in_the_worker_before_the_executor_breaks(start_method):
+    # As the stdlib's worker: CRITICAL "Exception in initializer:" with the traceback, on the
+    # concurrent.futures logger, delivered before the executor is seen broken (CPython's
+    # test_init reads its queue right after).
+    import queue
+
+    ctx = multiprocessing.get_context(start_method)
+    log_queue = ctx.Queue()
+    ex = ProcessPoolExecutor(1, mp_context=ctx, initializer=init_logging_to,
+                             initargs=(log_queue,))
+    try:
+        with pytest.raises(BrokenProcessPool):
+            ex.submit(square, 2).result(timeout=60)
+        record = log_queue.get(timeout=10)
+        assert record.getMessage().startswith("Exception in initializer:")
+        assert "ValueError: error in initializer" in record.getMessage()
+        with pytest.raises(queue.Empty):   # one worker, one record
+            log_queue.get(timeout=0.2)
+    finally:
+        ex.shutdown(wait=True)
+        log_queue.close()
+        log_queue.join_thread()
+
+
 def test_map_timeout_is_from_the_call():
     with ProcessPoolExecutor(1) as ex:
         it = ex.map(sleep_then, [0.01, 30], timeout=1.0)

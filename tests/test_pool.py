@@ -177,6 +177,69 @@ def test_initializer_failure_fails_tasks_not_loop(ctx):
         p.apply(sq, (1,))
 
 
+_STDLIB_QUEUE: Any = None
+
+
+def keep_queue(q):
+    global _STDLIB_QUEUE
+    _STDLIB_QUEUE = q
+
+
+def put_many(i):
+    # 200 KB in messages of 2 KB (each written whole): more than a pipe holds, so the stdlib
+    # Queue's feeder thread still has most of them when the task returns
+    for j in range(100):
+        _STDLIB_QUEUE.put((i, j, b"x" * 2000))
+    return i
+
+
+def test_a_worker_that_quits_flushes_what_its_tasks_put_in_a_stdlib_queue(start_method):
+    # The stdlib's worker runs multiprocessing's finalizers as it exits (a Queue's feeder
+    # flushes); a worker that just os._exit()ed lost what was still in the feeder's buffer.
+    # maxtasksperchild=1: each of the two workers quits right after its one task, before the
+    # queue is read (the results reach the pool first; the flush waits for this reader).
+    import queue
+
+    q = multiprocessing.get_context(start_method).Queue()
+    with multitask.get_context(start_method).Pool(
+            2, initializer=keep_queue, initargs=(q,), maxtasksperchild=1) as p:
+        assert p.map(put_many, range(2), chunksize=1) == [0, 1]
+        got: list[tuple[int, int]] = []
+        try:
+            while len(got) < 200:
+                got.append(q.get(timeout=10)[:2])
+        except queue.Empty:
+            pass
+    assert sorted(got) == [(i, j) for i in range(2) for j in range(100)]
+    q.close()
+    q.join_thread()
+
+
+class Marker:
+    """Picklable, and weakly referenceable: is the pool still holding its initargs?"""
+
+
+def test_a_closed_pool_frees_its_initargs_without_the_garbage_collector(ctx):
+    # The process backend was a reference cycle (its function cache's lambda over it), so a
+    # pool's initargs lived on after join() until a collection: a stdlib Queue there was
+    # reported leaked by its resource tracker (CPython's test_init, gh-104090).
+    import gc
+    import weakref
+
+    marker = Marker()
+    ref = weakref.ref(marker)
+    gc.disable()
+    try:
+        p = ctx.Pool(1, initializer=set_global, initargs=(marker,))
+        assert p.apply(sq, (3,)) == 9
+        p.close()
+        p.join()
+        del p, marker
+        assert ref() is None
+    finally:
+        gc.enable()
+
+
 def exit_at_once(code):
     os._exit(code)
 

@@ -252,6 +252,32 @@ def _as_broken(exc: Any) -> Any:
     return exc
 
 
+class _LoggedInitializer:
+    """The executor's ``initializer``, which logs its exception in the worker as the stdlib's
+    executor does (``CRITICAL`` "Exception in initializer:" on the ``concurrent.futures``
+    logger, with the traceback) before it propagates -- programs (and CPython's tests) route
+    that logger, e.g. into a queue, to see why an executor broke.  Picklable by reference; the
+    wrapped function travels as the engine sends any initializer."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[..., object]) -> None:
+        self.fn = fn
+
+    def __call__(self, *args: Any) -> object:
+        try:
+            return self.fn(*args)
+        except BaseException:
+            import logging
+
+            logging.getLogger("concurrent.futures").critical(
+                "Exception in initializer:", exc_info=True)
+            raise
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_LoggedInitializer, (self.fn,))
+
+
 class _Star:
     """``fn(*args)`` for ``map`` over several iterables (one picklable object per call)."""
 
@@ -362,7 +388,9 @@ class ProcessPoolExecutor(FrontEnd, Executor):
         self._futures: set[Future[Any]] = set()      # submitted, no worker took them yet
         self._maps: weakref.WeakSet[MapJob] = weakref.WeakSet()
         super().__init__(
-            processes=max_workers, initializer=initializer, initargs=initargs,
+            processes=max_workers,
+            initializer=_LoggedInitializer(initializer) if callable(initializer) else initializer,
+            initargs=initargs,
             maxtasksperchild=max_tasks_per_child, context=context, task_timeout=task_timeout,
             backend=backend, nice=nice, cpu_affinity=cpu_affinity,
             name=name or f"ProcessPoolExecutor-{next(_executor_numbers)}",

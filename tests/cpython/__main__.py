@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import faulthandler
 import fnmatch
+import gc
 import json
 import os
 import signal
@@ -41,6 +42,13 @@ class _Recorder(unittest.TextTestResult):
             self.watchdog.start(test.id())
 
     def stopTest(self, test):
+        if self.outcomes.get(test.id()) in ("fail", "error"):
+            # A test that failed leaves its locals in a reference cycle (its traceback's frames
+            # <-> an exception a Future holds), so a pool it never got to shut down runs on
+            # until a collection -- into the module clean-up, whose resource_tracker._stop()
+            # then waits for that pool's workers: one failure became a second one (a hang)
+            # in the next fixture, on either target.  Collect it now, where it belongs.
+            gc.collect()
         if self.watchdog is not None:   # what runs next: class and module fixtures, cleanups
             self.watchdog.start(f"fixtures after {test.id()}")
         super().stopTest(test)

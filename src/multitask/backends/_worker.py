@@ -68,6 +68,7 @@ import selectors
 import signal
 import struct
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -132,7 +133,16 @@ def worker_main(idx: int, inbound: Any, outbound: Any, slots: Any, initializer: 
         try:
             initializer(*initargs)
         except BaseException as exc:
-            outbound.put(FUNC_HDR.pack(b"I", idx) + error_info(exc), None)
+            report = FUNC_HDR.pack(b"I", idx) + error_info(exc)
+            del exc   # (its traceback's frames hold the initargs)
+            # Flush first (a stdlib Queue the initializer logged into, as CPython's tests do),
+            # so the parent breaks the pool only once that is delivered -- the stdlib's order,
+            # where the pool breaks when the exited worker's sentinel fires.
+            try:
+                _run_exit_finalizers()
+            except BaseException:
+                pass
+            outbound.put(report, None)
             os._exit(3)
     funcs: dict[int, Any] = {}
     func_errors: dict[int, BaseException] = {}
@@ -276,13 +286,40 @@ def worker_main(idx: int, inbound: Any, outbound: Any, slots: Any, initializer: 
                 _exit_worker(inbound, outbound)
 
 
-def _exit_worker(inbound: Any, outbound: Any) -> None:
+# How long a quitting worker waits for the multiprocessing finalizers of what its tasks made
+# (a stdlib Queue's feeder thread flushing into a pipe nobody reads) before it exits anyway.
+EXIT_FLUSH_TIMEOUT = 10.0
+
+
+def _run_exit_finalizers() -> None:
+    """What the stdlib's worker does as it exits (``util._exit_function``, less its children
+    part): run this process's ``multiprocessing.util.Finalize`` callbacks, so that a stdlib
+    ``Queue`` a task put into flushes its feeder thread's buffer instead of losing it.  The
+    stdlib waits for that flush without limit (its documented "joining processes that use
+    queues" deadlock when nobody reads); here at most ``EXIT_FLUSH_TIMEOUT`` seconds."""
+    from multiprocessing import util
+
+    mp_util: Any = util   # (private names typeshed does not list)
+    if not mp_util._finalizer_registry:
+        return
+    # A thread, so that a flush into a pipe nobody reads cannot keep the worker from exiting.
+    done = threading.Thread(target=mp_util._run_finalizers, name="multitask-exit-flush",
+                            daemon=True)
+    done.start()
+    done.join(EXIT_FLUSH_TIMEOUT)
+
+
+def _exit_worker(inbound: Any, outbound: Any, code: int = 0) -> None:
+    try:
+        _run_exit_finalizers()
+    except BaseException:
+        pass   # exiting regardless: a finalizer's failure must not keep the worker alive
     try:
         sys.stdout.flush()
         sys.stderr.flush()
     except BaseException:
         pass
-    os._exit(0)
+    os._exit(code)
 
 
 def _worker_signals() -> None:
