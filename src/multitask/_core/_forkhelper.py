@@ -50,7 +50,6 @@ import socket
 import struct
 import sys
 import threading
-import types
 from collections.abc import Callable, Iterable
 from typing import Any, NoReturn
 
@@ -256,10 +255,11 @@ class ForkHelper:
             payload = pickle.dumps(state) + _dumps((target, args, name), self.main_functions)
         except Exception as exc:
             # e.g. a stdlib Queue or Lock in a pool's initargs: those pickle only while a
-            # child is being spawned (context.assert_spawning), which the forkserver the
-            # caller falls back to does; the helper is fine for the next request
-            raise HelperArgumentsError(f"the child's arguments cannot be sent to the fork helper: "
-                              f"{type(exc).__name__}: {exc}") from exc
+            # child is being spawned (context.assert_spawning); the caller starts the child
+            # another way, and the helper is fine for the next request
+            raise HelperArgumentsError(
+                f"the child's arguments cannot be sent to the fork helper: "
+                f"{type(exc).__name__}: {exc}") from exc
         status_r, status_w = os.pipe()
         child = HelperChild(self, status_r, name)
         try:
@@ -429,9 +429,7 @@ def start_at_import(warm: tuple[str, ...] = ()) -> None:
         # give every child a parent_process): its program already has its helper
         if getattr(me, "_inheriting", False) or mpp.parent_process() is not None:
             return
-    main = sys.modules.get("__main__")
-    main_functions = {k: v for k, v in vars(main).items()
-                      if type(v) is types.FunctionType} if main is not None else {}
+    main_functions = _mainfn.functions_now()
     try:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         alive_r, alive_w = os.pipe()

@@ -23,7 +23,15 @@ import sys
 import types
 from typing import Any
 
-__all__ = ["MainFunction", "rebuild", "wants_stand_in"]
+__all__ = ["MainFunction", "functions_now", "rebuild", "wants_stand_in"]
+
+
+def functions_now() -> dict[str, Any]:
+    """``__main__``'s functions by name, as bound now: what a child forked now has."""
+    main = sys.modules.get("__main__")
+    if main is None:
+        return {}
+    return {k: v for k, v in vars(main).items() if type(v) is types.FunctionType}
 
 
 def wants_stand_in(fn: Any, known: dict[str, Any]) -> bool:

@@ -134,14 +134,10 @@ def worker_main(idx: int, inbound: Any, outbound: Any, slots: Any, initializer: 
             initializer(*initargs)
         except BaseException as exc:
             report = FUNC_HDR.pack(b"I", idx) + error_info(exc)
-            del exc   # (its traceback's frames hold the initargs)
             # Flush first (a stdlib Queue the initializer logged into, as CPython's tests do),
             # so the parent breaks the pool only once that is delivered -- the stdlib's order,
             # where the pool breaks when the exited worker's sentinel fires.
-            try:
-                _run_exit_finalizers()
-            except BaseException:
-                pass
+            _run_exit_finalizers()
             outbound.put(report, None)
             os._exit(3)
     funcs: dict[int, Any] = {}
@@ -302,24 +298,25 @@ def _run_exit_finalizers() -> None:
     mp_util: Any = util   # (private names typeshed does not list)
     if not mp_util._finalizer_registry:
         return
-    # A thread, so that a flush into a pipe nobody reads cannot keep the worker from exiting.
-    done = threading.Thread(target=mp_util._run_finalizers, name="multitask-exit-flush",
-                            daemon=True)
-    done.start()
-    done.join(EXIT_FLUSH_TIMEOUT)
-
-
-def _exit_worker(inbound: Any, outbound: Any, code: int = 0) -> None:
+    # A thread, so that a flush into a pipe nobody reads cannot keep the worker from exiting
+    # (a finalizer's exception is the thread's: reported, and the worker exits regardless).
+    flush = threading.Thread(target=mp_util._run_finalizers, name="multitask-exit-flush",
+                             daemon=True)
     try:
-        _run_exit_finalizers()
-    except BaseException:
-        pass   # exiting regardless: a finalizer's failure must not keep the worker alive
+        flush.start()
+    except RuntimeError:   # no thread can be started (resources): exit without the flush
+        return
+    flush.join(EXIT_FLUSH_TIMEOUT)
+
+
+def _exit_worker(inbound: Any, outbound: Any) -> None:
+    _run_exit_finalizers()
     try:
         sys.stdout.flush()
         sys.stderr.flush()
     except BaseException:
         pass
-    os._exit(code)
+    os._exit(0)
 
 
 def _worker_signals() -> None:

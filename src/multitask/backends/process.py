@@ -53,7 +53,6 @@ import struct
 import sys
 import threading
 import time
-import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -254,9 +253,7 @@ class ProcessBackend(Backend):
         # data the script rebinds or deletes after Pool() (a function already holds
         # __main__'s namespace, so keeping it costs nothing more).
         main = sys.modules.get("__main__")
-        self._main_now: dict[str, Any] = {
-            k: v for k, v in vars(main).items() if isinstance(v, types.FunctionType)
-        } if method == "fork" and main else {}
+        self._main_now = _mainfn.functions_now() if method == "fork" else {}
         if helper is not None and main is not None:
             # the helper's copy of __main__ has the functions bound when it was forked
             self._main_now = {k: v for k, v in helper.main_functions.items()
@@ -294,10 +291,7 @@ class ProcessBackend(Backend):
                 # the stdlib does (and warns, on 3.12+).  Its workers then have every function
                 # __main__ has now (in place: the function cache holds this dict).
                 method = "fork"
-                main = sys.modules.get("__main__")
-                if main is not None:
-                    self._main_now.update((k, v) for k, v in vars(main).items()
-                                          if isinstance(v, types.FunctionType))
+                self._main_now.update(_mainfn.functions_now())
             elif started == "gone":
                 method = "forkserver"
         if method == "fork":
