@@ -81,8 +81,8 @@ cpython-futures: $(VENV)/.installed-dev
 # Every supported Python (issue #17): for each of MATRIX_PYTHONS that is installed -- python3.X on
 # PATH if it runs (a pyenv shim may name a version that is not selected), else a pyenv build --
 # a venv .venv-3.X with .[dev] (no Ray: the optional extra), then on that interpreter pytest
-# -m "not ray" and CPython's suite under fork, stdlib against multitask (tests/cpython; its JSON
-# and logs in build/).  pytest's own copy of that comparison (tests/test_cpython_suite.py) is
+# -m "not ray", CPython's multiprocessing suite under fork and its concurrent.futures suite under
+# fork, spawn and forkserver, stdlib against multitask (tests/cpython; JSON and logs in build/).  pytest's own copy of that comparison (tests/test_cpython_suite.py) is
 # deselected there, since the harness just ran it.  A version that is not installed is reported
 # and skipped; the first failure stops the run.  The editable installs share src/: each
 # interpreter builds and imports its own _ringbuf.cpython-3X-*.so.
@@ -104,7 +104,9 @@ default_version = $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_
 	.venv-$*/bin/python -m compileall -q src/multitask
 	touch $@
 
-# One interpreter of the matrix: MATRIX_V=3.X, MATRIX_PYTEST=<pytest arguments>.
+# One interpreter of the matrix: MATRIX_V=3.X, MATRIX_PYTEST=<pytest arguments>.  The
+# concurrent.futures suite runs for every start method (issue #18: ~1 min per method and target).
+MATRIX_FUTURES_METHODS ?= fork spawn forkserver
 MATRIX_PYTEST ?= -m "not ray" --deselect tests/test_cpython_suite.py
 matrix-one: .venv-$(MATRIX_V)/.installed-dev
 	@.venv-$(MATRIX_V)/bin/python -c 'import sys, multitask._core._ringbuf as r; \
@@ -116,7 +118,7 @@ matrix-one: .venv-$(MATRIX_V)/.installed-dev
 	    2> ../build/matrix-$(MATRIX_V)-$$t-fork.log || exit 1; done
 	cd tests && ../.venv-$(MATRIX_V)/bin/python -m cpython.compare \
 	    ../build/matrix-$(MATRIX_V)-*-fork.json
-	$(call futures_runs,.venv-$(MATRIX_V)/bin/python,fork,matrix-futures-$(MATRIX_V))
+	$(call futures_runs,.venv-$(MATRIX_V)/bin/python,$(MATRIX_FUTURES_METHODS),matrix-futures-$(MATRIX_V))
 	.venv-$(MATRIX_V)/bin/python -m pytest -q $(MATRIX_PYTEST)
 
 matrix:

@@ -215,6 +215,45 @@ def test_a_worker_that_quits_flushes_what_its_tasks_put_in_a_stdlib_queue(start_
     q.join_thread()
 
 
+_EXIT_IMPORTS_PROGRAM = """
+import os, sys
+import multitask
+
+def watch_imports(path):
+    # each worker: record every module imported from now on (the audit hook sees them all)
+    def hook(event, args):
+        if event == "import":
+            with open(path, "a") as f:
+                f.write(args[0] + "\\n")
+    sys.addaudithook(hook)
+
+if __name__ == "__main__":
+    path = sys.argv[1]
+    assert "multiprocessing.util" not in sys.modules
+    with multitask.get_context("fork").Pool(2, initializer=watch_imports, initargs=(path,)) as p:
+        assert p.map(abs, range(-50, 50)) == [abs(i) for i in range(-50, 50)]
+        p.close()
+        p.join()
+"""
+
+
+def test_a_worker_that_never_imported_multiprocessing_util_does_not_import_it_to_exit(tmp_path):
+    # Its finalizers (run as a worker quits) live in multiprocessing.util; when the program never
+    # imported it there are none, and importing it (with subprocess and locale, ~5 ms) only
+    # delayed every worker's exit, so every pool's join().
+    import subprocess
+    import sys
+
+    script = tmp_path / "exit_imports.py"
+    script.write_text(_EXIT_IMPORTS_PROGRAM)
+    log = tmp_path / "imports.log"
+    out = subprocess.run([sys.executable, str(script), str(log)], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    imported = log.read_text().split() if log.exists() else []
+    assert "multiprocessing.util" not in imported, imported
+
+
 class Marker:
     """Picklable, and weakly referenceable: is the pool still holding its initargs?"""
 

@@ -62,7 +62,6 @@ from concurrent.futures import (
     CancelledError,
     Executor,
     InvalidStateError,
-    ThreadPoolExecutor,
     as_completed,
     wait,
 )
@@ -82,6 +81,7 @@ from ._engine.frontend import (
 from ._engine.jobs import MODE_ITEMS, MODE_MAP, ApplyJob, MapJob
 
 if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor as ThreadPoolExecutor
     from concurrent.futures.process import BrokenProcessPool as BrokenProcessPool
 
 # concurrent.futures.process (BrokenProcessPool, _RemoteTraceback) costs ~11 ms to import
@@ -102,8 +102,14 @@ def _process_module() -> Any:
 def __getattr__(name: str) -> Any:
     if name == "BrokenProcessPool":
         value = _process_module().BrokenProcessPool
-        globals()[name] = value
-        return value
+    elif name == "ThreadPoolExecutor":
+        # re-exported on first use, as concurrent.futures itself does: its module (and the
+        # queue module it needs) is ~4 ms of a process executor's start-up
+        from concurrent.futures import ThreadPoolExecutor as value
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [

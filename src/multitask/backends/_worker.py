@@ -293,10 +293,10 @@ def _run_exit_finalizers() -> None:
     ``Queue`` a task put into flushes its feeder thread's buffer instead of losing it.  The
     stdlib waits for that flush without limit (its documented "joining processes that use
     queues" deadlock when nobody reads); here at most ``EXIT_FLUSH_TIMEOUT`` seconds."""
-    from multiprocessing import util
-
-    mp_util: Any = util   # (private names typeshed does not list)
-    if not mp_util._finalizer_registry:
+    # Not imported, nothing registered: importing it here (with subprocess and locale, ~5 ms)
+    # would only delay every worker's exit, and so every pool's join().
+    mp_util: Any = sys.modules.get("multiprocessing.util")   # (its private names: not typed)
+    if mp_util is None or not mp_util._finalizer_registry:
         return
     # A thread, so that a flush into a pipe nobody reads cannot keep the worker from exiting
     # (a finalizer's exception is the thread's: reported, and the worker exits regardless).
