@@ -1,4 +1,4 @@
-"""The process backend's dispatch protocol (backends/process.py).
+"""The process backend's dispatch protocol (backends/process/).
 
 The soak suite (tests/soak) hammers the whole pool; these tests pin down single protocol rules
 deterministically, by widening the race windows they are about.

@@ -51,7 +51,7 @@ def _unit(module: str) -> str:
 def _package_graph() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {p: set() for p in PACKAGES}
     for pkg in PACKAGES:
-        for path in sorted((PKG / pkg).glob("*.py")):
+        for path in sorted((PKG / pkg).rglob("*.py")):   # subpackages too
             for mod in _imports(path):
                 unit = _unit(mod)
                 if unit in PACKAGES and unit != pkg:
@@ -60,15 +60,18 @@ def _package_graph() -> dict[str, set[str]]:
 
 
 def test_the_import_reader_resolves_relative_imports():
-    path = PKG / "backends" / "process.py"
+    path = PKG / "backends" / "process" / "_records.py"   # "from ..._engine.jobs import Task"
     found = set(_imports(path))
     assert "multitask._engine.jobs" in found
     assert "multitask._core._ring" in found
+    assert "multitask.backends._worker" in found
+    package = set(_imports(PKG / "backends" / "process" / "__init__.py"))
+    assert "multitask.backends.process._backend" in package
 
 
 def test_core_depends_on_nothing_else_in_the_package():
     offenders = []
-    for path in sorted(CORE.glob("*.py")):
+    for path in sorted(CORE.rglob("*.py")):
         for mod in _imports(path):
             if not mod.startswith("multitask._core"):
                 offenders.append(f"{path.name}: {mod}")
@@ -77,7 +80,7 @@ def test_core_depends_on_nothing_else_in_the_package():
 
 def test_engine_depends_only_on_core():
     offenders = []
-    for path in sorted((PKG / "_engine").glob("*.py")):
+    for path in sorted((PKG / "_engine").rglob("*.py")):
         for mod in _imports(path):
             if not mod.startswith(("multitask._core", "multitask._engine")):
                 offenders.append(f"{path.name}: {mod}")
@@ -112,3 +115,44 @@ def test_core_and_engine_have_their_modules():
                                                   "_spawn.py"}
     assert {p.name for p in (PKG / "_engine").glob("*.py")} >= {
         "backend.py", "codes.py", "jobs.py", "log.py", "stats.py"}
+
+
+# Issue #20: no module over ~600 lines and no class over ~400 outside the C ring.  The ones
+# not split yet are named here with what they hold; a new one over the limit fails, and so
+# does an entry that is no longer needed (the list only shrinks).
+MODULE_LINES, CLASS_LINES = 600, 400
+BIG_MODULES = {
+    "backends/ray.py": "the Ray backend: actors, object refs, its own dispatch (to split)",
+    "pipeline.py": "Pipeline: stages, queues and its own worker runtime (to move on the engine)",
+    "monitor/registry.py": "the shared-memory registry of pools and workers",
+    "_core/_spawn.py": "process start: fork, spawn, forkserver, parent-death signal",
+    "_core/_forkhelper.py": "the program's fork helper, its protocol and its loop",
+    "backends/_worker.py": "the worker and zygote main loops",
+    "futures.py": "ProcessPoolExecutor and its Future",
+}
+BIG_CLASSES = {
+    "backends/ray.py:RayBackend": "the Ray backend (to split like the process backend)",
+    "pipeline.py:Pipeline": "Pipeline (to move on the engine)",
+}
+
+
+def _sizes() -> tuple[dict[str, int], dict[str, int]]:
+    modules, classes = {}, {}
+    for path in sorted(PKG.rglob("*.py")):
+        name = path.relative_to(PKG).as_posix()
+        text = path.read_text()
+        modules[name] = len(text.splitlines())
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ClassDef):
+                classes[f"{name}:{node.name}"] = (node.end_lineno or node.lineno) - node.lineno + 1
+    return modules, classes
+
+
+def test_no_module_and_no_class_over_the_size_limits_but_the_named_ones():
+    modules, classes = _sizes()
+    big_modules = {m for m, n in modules.items() if n > MODULE_LINES}
+    big_classes = {c for c, n in classes.items() if n > CLASS_LINES}
+    assert big_modules <= set(BIG_MODULES), sorted(big_modules - set(BIG_MODULES))
+    assert big_classes <= set(BIG_CLASSES), sorted(big_classes - set(BIG_CLASSES))
+    assert set(BIG_MODULES) <= big_modules, sorted(set(BIG_MODULES) - big_modules)
+    assert set(BIG_CLASSES) <= big_classes, sorted(set(BIG_CLASSES) - big_classes)

@@ -617,7 +617,7 @@ def test_dropped_running_pool_warns(ctx):
 def test_more_distinct_functions_than_the_cache_holds(ctx):
     """Each task a new closure: the backend's function cache stays bounded (the workers are
     told to forget what it evicts) and every result is still right."""
-    from multitask.backends import process as process_backend
+    from multitask.backends.process import _records as process_backend
 
     limit = process_backend._FUNC_CACHE
     fns = [(lambda k: lambda x: x * k)(i) for i in range(limit + 40)]

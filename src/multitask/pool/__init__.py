@@ -12,8 +12,8 @@ The front end's part of one task (the same for every backend)::
            -> AsyncResult._set -> get() returns / raises; callbacks run here
 
 What happens between ``submit`` and ``task_done`` -- rings, the zygote, a dead worker's tasks --
-is drawn once, where the code is: ``multitask/backends/process.py`` (the thread and Ray backends
-have their own, shorter, in their modules).
+is drawn once, where the code is: ``multitask/backends/process/__init__.py`` (the thread and
+Ray backends have their own, shorter, in their modules).
 
 Because a backend always knows which worker holds which task, a dead worker can never make a
 call hang, which is the stdlib's oldest Pool bug (gh-66587).  ``map`` cuts its input into chunks
