@@ -114,7 +114,15 @@ def test_core_and_engine_have_their_modules():
     assert {p.name for p in CORE.glob("*.py")} >= {"_errors.py", "_ring.py", "_serialize.py",
                                                   "_spawn.py"}
     assert {p.name for p in (PKG / "_engine").glob("*.py")} >= {
-        "backend.py", "codes.py", "jobs.py", "log.py", "stats.py"}
+        "backend.py", "codes.py", "jobs.py", "log.py", "stats.py", "results.py", "progress.py"}
+
+
+def test_the_executor_front_end_stands_on_the_engine_not_on_the_pool():
+    # issue #20: ProcessPoolExecutor is a second front end on the engine; the result iterator
+    # and progress bar it shares with Pool live in _engine, not in pool/
+    found = set(_imports(PKG / "futures.py"))
+    assert not {m for m in found if m.startswith("multitask.pool")}, sorted(found)
+    assert not {m for m in found if m.startswith("multitask.backends")}, sorted(found)
 
 
 # Issue #20: no module over ~600 lines and no class over ~400 outside the C ring.  The ones

@@ -468,8 +468,8 @@ class ProcessPoolExecutor(FrontEnd, Executor):
         stdlib); with 1, cheap items still travel in groups, each keeping its own result.
         ``progress``: a progress bar (see ``Pool.map``).  ``task_timeout``: per task.
         """
-        from .pool._progress import ProgressBar, check_progress
-        from .pool._results import IMapIterator
+        from ._engine.progress import ProgressBar, check_progress
+        from ._engine.results import IMapIterator
 
         self._check_open()
         check_callable(fn, "fn")

@@ -22,8 +22,8 @@ call hang, which is the stdlib's oldest Pool bug (gh-66587).  ``map`` cuts its i
 
 from typing import TYPE_CHECKING, Any
 
+from .._engine.results import ApplyResult, AsyncResult, IMapIterator, MapResult
 from ._pool import Pool, ThreadPool
-from ._results import ApplyResult, AsyncResult, IMapIterator, MapResult
 
 if TYPE_CHECKING:
     from .._engine.stats import PoolStatistics, TaskInfo, WorkerStatistics

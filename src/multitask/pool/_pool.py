@@ -28,8 +28,8 @@ from .._engine.jobs import (
     Task,
     materialize,
 )
-from ._progress import ProgressBar, check_progress
-from ._results import AsyncResult, IMapIterator, MapResult
+from .._engine.progress import ProgressBar, check_progress
+from .._engine.results import AsyncResult, IMapIterator, MapResult
 
 if TYPE_CHECKING:
     import concurrent.futures

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .._core import _interrupts
 from .._core._errors import TimeoutError
-from .._engine.log import logger
+from .log import logger
 
 if TYPE_CHECKING:
     import asyncio
