@@ -199,9 +199,9 @@ def test_an_actor_ray_never_creates_is_replaced_not_waited_for(cluster, monkeypa
     # An actor that needs a resource no node has is never created: the start watchdog kills
     # and replaces it (warning each time) instead of letting its queued call wait for ever, and
     # stopping the pool does not wait for it either.
-    from multitask.backends import ray as ray_backend
+    from multitask.backends.ray import _settle   # where the watchdog reads it
 
-    monkeypatch.setattr(ray_backend, "_START_GRACE", 0.5)
+    monkeypatch.setattr(_settle, "_START_GRACE", 0.5)
     replaced = threading.Event()
 
     class Watch(logging.Handler):
@@ -298,7 +298,7 @@ def test_pool_starts_and_stops_a_local_ray(tmp_path):
 def test_the_function_cache_is_bounded(pool):
     """Ray's function cache used to keep every function a pool was ever given, in the driver
     and in every actor; now it evicts (and the actors forget) past _FUNC_CACHE."""
-    from multitask.backends import ray as ray_backend
+    from multitask.backends.ray import _records as ray_backend
 
     limit = ray_backend._FUNC_CACHE
     fns = [(lambda k: lambda x: x * k)(i) for i in range(limit + 20)]

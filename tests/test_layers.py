@@ -130,7 +130,6 @@ def test_the_executor_front_end_stands_on_the_engine_not_on_the_pool():
 # does an entry that is no longer needed (the list only shrinks).
 MODULE_LINES, CLASS_LINES = 600, 400
 BIG_MODULES = {
-    "backends/ray.py": "the Ray backend: actors, object refs, its own dispatch (to split)",
     "pipeline.py": "Pipeline: stages, queues and its own worker runtime (to move on the engine)",
     "monitor/registry.py": "the shared-memory registry of pools and workers",
     "_core/_spawn.py": "process start: fork, spawn, forkserver, parent-death signal",
@@ -139,7 +138,6 @@ BIG_MODULES = {
     "futures.py": "ProcessPoolExecutor and its Future",
 }
 BIG_CLASSES = {
-    "backends/ray.py:RayBackend": "the Ray backend (to split like the process backend)",
     "pipeline.py:Pipeline": "Pipeline (to move on the engine)",
 }
 
