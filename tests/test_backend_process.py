@@ -137,3 +137,56 @@ def test_results_failed_by_terminate_do_not_share_a_growing_traceback():
             assert raised is fexc
             fdepths.append(len(traceback.extract_tb(raised.__traceback__)))
     assert len(fdepths) == 2_000 and max(fdepths) < 10, max(fdepths)
+
+
+class BlocksWhilePickled:
+    """Pickles as 7, once ``release`` is set (or after 20 s, which the test then reports)."""
+
+    def __init__(self, entered: threading.Event, release: threading.Event) -> None:
+        self.entered, self.release = entered, release
+        self.waited_out = False
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        self.entered.set()
+        self.waited_out = not self.release.wait(20)
+        return (int, (7,))
+
+
+def test_a_chunks_items_are_pickled_outside_the_dispatch_lock():
+    """Issue #20: a map's items are user objects (``__reduce__`` is user code).  They were
+    pickled under the backend's lock, so one slow to pickle held up every other call's dispatch
+    and every result's settling: here a second call could not even be submitted until the first
+    map's pickling gave up.  Now the chunk is pickled after the lock is released (``_flush``,
+    under its worker's send lock only), and the second call runs on the other worker meanwhile.
+    """
+    entered, release = threading.Event(), threading.Event()
+    blocker = BlocksWhilePickled(entered, release)
+    with mt.get_context("fork").Pool(2) as pool:
+        assert pool.map(abs, range(-3, 0)) == [3, 2, 1]   # both workers up, abs measured
+        out: list[Any] = []
+        mapper = threading.Thread(target=lambda: out.append(pool.map(ident, [blocker])))
+        mapper.start()
+        assert entered.wait(60)
+        try:
+            assert pool.apply_async(abs, (-5,)).get(timeout=30) == 5
+        finally:
+            release.set()
+        mapper.join(60)
+        assert out == [[7]]
+    assert not blocker.waited_out, "the second call waited for the first one's pickling"
+
+
+class Unpicklable:
+    def __reduce__(self) -> tuple[Any, ...]:
+        raise TypeError("this item cannot be pickled")
+
+
+def test_a_chunk_that_cannot_be_pickled_fails_its_call_and_leaves_no_task_behind():
+    # pickled by _flush now: the chunk leaves its worker's inflight (the worker never got it),
+    # its map fails with SerializationError, and the pool goes on with nothing outstanding
+    with mt.get_context("fork").Pool(2) as pool:
+        with pytest.raises(mt.SerializationError, match="cannot be pickled"):
+            pool.map(ident, [1, 2, Unpicklable(), 4], chunksize=4)
+        assert pool.map(abs, range(-100, 0)) == list(range(100, 0, -1))
+        stats = pool.statistics()
+        assert stats.queued == 0 and stats.running == 0, stats

@@ -199,7 +199,7 @@ def test_an_actor_ray_never_creates_is_replaced_not_waited_for(cluster, monkeypa
     # An actor that needs a resource no node has is never created: the start watchdog kills
     # and replaces it (warning each time) instead of letting its queued call wait for ever, and
     # stopping the pool does not wait for it either.
-    from multitask.backends.ray import _settle   # where the watchdog reads it
+    from multitask.backends.ray import _settle  # where the watchdog reads it
 
     monkeypatch.setattr(_settle, "_START_GRACE", 0.5)
     replaced = threading.Event()

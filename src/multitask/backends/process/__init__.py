@@ -6,11 +6,13 @@ Data flow of one task, from ``backend.submit(job)`` (what comes before it is in
     caller thread                     worker process              reader of the result ring
     -------------                     --------------              -------------------------
     apply_async(f, args)
-      args serialized now (errors raise here)
-      Job -> _pending; _dispatch():
+      args serialized now (errors raise here; a map's chunks: in _flush, below)
+      Job -> _pending; _dispatch() under _lock (_dispatch.py):
         the live worker with the least estimated work queued
+        task appended to worker.inflight, its messages to worker.backlog
+      _flush() after _lock, under worker.send_lock:
         [F msg once per worker], T msg --> worker's inbound ring
-        task appended to worker.inflight       get_many() -> slot := task
+                                               get_many() -> slot := task
                                                run f, serialize result
                                                R msg --> result ring --> _lead_get / _follow_get
                                                                            pop worker.inflight

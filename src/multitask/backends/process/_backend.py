@@ -100,6 +100,7 @@ class ProcessBackend(Backend):
     _dispatch_locked = _dispatch._dispatch_locked
     _send = _dispatch._send
     _flush = _dispatch._flush
+    _unsent = _dispatch._unsent
     _function_locked = _dispatch._function_locked
 
     # -- reading and settling results (_settle.py) ---------------------------------------

@@ -20,6 +20,7 @@ from ._records import (
     _UNKNOWN_SECONDS,
     _as_serialization_error,
     _Batch,
+    _Deferred,
     _queued,
     _Sends,
     _Worker,
@@ -93,8 +94,9 @@ def _dispatch_locked(self: ProcessBackend) -> _Sends:
 
     Each task goes to the live worker with the least estimated work queued.  Nothing that can
     block or run user code happens here: the messages are returned and put into the rings by
-    :meth:`_send` after the lock is released, and tasks whose input cannot be serialized are
-    returned as failures to report then.
+    :meth:`_send` after the lock is released; a call's arguments were serialized before
+    (``prepare``), a map's chunk is serialized by ``_flush`` (its items' ``__reduce__`` is user
+    code), and the functions were primed by ``submit``.
     """
     sends = _Sends()
     if not self._pending or self._terminated:
@@ -118,21 +120,11 @@ def _dispatch_locked(self: ProcessBackend) -> _Sends:
             batch = batches[w.idx] = _Batch(w)
         try:
             fid, fmsgs = self._function_locked(job.fn, w)
-            if task.wire is None:
-                task.wire = _serialize.dumps(task.data, self._spill_prefix, self._arena)
         except BaseException as exc:
-            if job.mode == MODE_ITEMS and task.n > 1:
-                # One item of the group cannot cross: send them one by one, so that only
-                # that item fails (each item is its own task).
-                singles = [Task(job, task.start + i, [x], 1) for i, x in enumerate(task.data)]
-                with job._lock:
-                    job.outstanding += len(singles) - 1
-                self._pending.appendleft(Redo(singles))
-                continue
-            # This task's input cannot cross to a worker: fail its call, not the pool.
             sends.failures.append((task, _as_serialization_error(
-                exc, f"the arguments of {job.function_name}")))
+                exc, f"the function {job.function_name}")))
             continue
+        # (a chunk's input, task.wire None here, is serialized by _flush, after the lock)
         batch.add(task, fid, job.mode, fmsgs)
         task.worker = w.idx
         task.dispatched = now
@@ -185,26 +177,71 @@ def _flush(self: ProcessBackend, w: _Worker) -> None:
     The put does not wait (timeout 0): whatever does not fit stays at the front of the
     backlog and is flushed when this worker's next result is settled -- a worker whose
     ring is full has tasks to run, so a result is coming.  The thread reading results thus
-    never blocks on a worker's ring.  ``send_lock`` is held only across that non-blocking
-    put, so a thread waiting for it waits for a bounded memcpy, never for a worker.
+    never blocks on a worker's ring.  ``send_lock`` is held across that non-blocking put and
+    the serialization of a map chunk's input (a ``_Deferred`` in the backlog), so a thread
+    waiting for it waits for a memcpy and that user code, never for a worker -- and only
+    threads sending to this worker wait: the dispatch lock is free meanwhile (#20).  A chunk
+    that cannot be serialized leaves inflight (``_unsent``).
     """
     # No _lock here: dispatchers append to the deque's right end under _lock, and only
     # the holder of send_lock takes from its left end (deque's append, popleft and
     # extendleft are atomic), so the order holds without a second _lock round per send.
     backlog = w.backlog
+    unsent: list[tuple[Task, BaseException]] = []
     with w.send_lock:
         while backlog:
             msgs = []
             while backlog:
-                msgs.append(backlog.popleft())
+                msg = backlog.popleft()
+                if type(msg) is _Deferred:
+                    # A map's chunk: its items' __reduce__ (user code) runs here, not under
+                    # _lock; still in w.inflight's order, since send_lock is held.
+                    task = msg.task
+                    try:
+                        if task.wire is None:
+                            task.wire = _serialize.dumps(task.data, self._spill_prefix,
+                                                         self._arena)
+                    except BaseException as exc:
+                        unsent.append((task, exc))
+                        continue
+                    msg = msg.message(task.wire)
+                msgs.append(msg)
             try:
                 n = w.ring.put_many(msgs, 0)
             except ClosedError:
-                return   # the worker died meanwhile; its death settles these tasks
+                break   # the worker died meanwhile; its death settles these tasks
             if n < len(msgs):
                 # ahead of anything appended meanwhile (that came later in inflight)
                 backlog.extendleft(reversed(msgs[n:]))
-                return
+                break
+    if unsent:
+        self._unsent(w, unsent)
+
+
+def _unsent(self: ProcessBackend, w: _Worker, unsent: list[tuple[Task, BaseException]]) -> None:
+    """Tasks whose input could not be serialized when ``_flush`` sent them: out of the worker's
+    inflight (it never got them); a group of items goes back one item per task, so that only
+    the item that cannot cross fails, else the call fails -- never the pool."""
+    failures: list[tuple[Task, BaseException]] = []
+    with self._lock:
+        for task, exc in unsent:
+            try:
+                w.inflight.remove(task)
+            except ValueError:
+                continue   # the worker died meanwhile: its death re-queued the task
+            w.queued = max(0.0, w.queued - task.est)
+            job = task.job
+            if job.mode == MODE_ITEMS and task.n > 1:
+                singles = [Task(job, task.start + i, [x], 1) for i, x in enumerate(task.data)]
+                with job._lock:
+                    job.outstanding += len(singles) - 1
+                self._pending.appendleft(Redo(singles))
+            else:
+                failures.append((task, _as_serialization_error(
+                    exc, f"the arguments of {job.function_name}")))
+        sends = self._dispatch_locked()
+    sends.failures.extend(failures)
+    self._send(sends)
 
 
 def _function_locked(self: ProcessBackend, fn: Any, w: _Worker) -> tuple[int, list[bytes]]:

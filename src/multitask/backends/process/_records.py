@@ -48,7 +48,7 @@ class _Worker:
         # Messages decided for this worker and not yet in its ring, in the order of inflight
         # (appended under the backend's _lock; put into the ring only by _flush, one thread at a
         # time under send_lock, so the ring's order is the order of inflight -- see _flush).
-        self.backlog: collections.deque[bytes] = collections.deque()
+        self.backlog: collections.deque[bytes | _Deferred] = collections.deque()
         self.send_lock = threading.Lock()
         self.funcs: set[int] = set()     # function ids this worker has cached
         self.forget: list[int] = []      # ids it should drop (evicted from the parent's cache)
@@ -73,6 +73,23 @@ class _Sends:
         self.poke = False    # a task with a timeout left: the watcher must recompute its wake-up
 
 
+class _Deferred:
+    """A task in a worker's backlog whose input is serialized only when it is put into the ring
+    (``_flush``): a map's chunk, cut under ``_lock`` but pickled after it is released -- its
+    items' ``__reduce__`` is user code, which must not run under the dispatch lock (#20)."""
+
+    __slots__ = ("fid", "mode", "task")
+
+    def __init__(self, task: Task, fid: int, mode: int) -> None:
+        self.task = task
+        self.fid = fid
+        self.mode = mode
+
+    def message(self, wire: bytes) -> bytes:
+        return (BATCH_HDR.pack(b"T", 1, 0) + TASK_HDR.pack(self.task.id, self.fid, self.mode,
+                                                           len(wire)) + wire)
+
+
 class _Batch:
     """The messages for one worker built during one dispatch round."""
 
@@ -80,7 +97,7 @@ class _Batch:
 
     def __init__(self, worker: _Worker) -> None:
         self.worker = worker
-        self.msgs: list[bytes] = []
+        self.msgs: list[bytes | _Deferred] = []
         self.parts: list[bytes] = []
         self.quit = False
 
@@ -88,6 +105,10 @@ class _Batch:
         if fmsgs:   # function definitions must precede the tasks that use them
             self._seal()
             self.msgs.extend(fmsgs)
+        if task.wire is None:   # serialized later, outside the lock: a message of its own
+            self._seal()
+            self.msgs.append(_Deferred(task, fid, mode))
+            return
         self.parts.append(TASK_HDR.pack(task.id, fid, mode, len(task.wire)))
         self.parts.append(task.wire)
         if len(self.parts) >= 2 * _MAX_BATCH:
@@ -99,7 +120,7 @@ class _Batch:
                              + b"".join(self.parts))
             self.parts = []
 
-    def finish(self) -> list[bytes]:
+    def finish(self) -> list[bytes | _Deferred]:
         self._seal()
         if self.quit:
             self.msgs.append(b"Q")
