@@ -650,3 +650,65 @@ def test_when_running_callbacks_run_once_the_backend_runs():
     with multitask.pool.ThreadPool(1) as t:
         t._backend.when_running(record)
     assert len(ran) == 3 and ran[2] == threading.current_thread().name
+
+
+_FORKED_CHILD_PROGRAM = """
+import multiprocessing, os, sys, threading
+import multitask
+
+def use(p, kind):
+    if kind == "pool":
+        return p.map(abs, range(-5, 0), chunksize=1)
+    return list(p.map(abs, range(-5, 0)))
+
+if __name__ == "__main__":
+    kind, how = sys.argv[1], sys.argv[2]
+    ctx = multitask.get_context("fork")
+    p = ctx.Pool(2) if kind == "pool" else multitask.ProcessPoolExecutor(2, mp_context=ctx)
+    assert use(p, kind) == [5, 4, 3, 2, 1]
+    if how == "os.fork":
+        pid = os.fork()
+        if pid == 0:
+            try:
+                use(p, kind)
+                print("child-used-the-parent-pool", flush=True)
+            except multitask.ProcessError as exc:
+                print("child-refused " + str(exc).split(";")[0], flush=True)
+            sys.exit(0)   # through the interpreter's exit: atexit hooks, finalizers
+        os.waitpid(pid, 0)
+    else:   # a stdlib fork child that exits through Process._bootstrap (threading._shutdown)
+        mgr = multiprocessing.get_context("fork").Manager()
+        mgr.shutdown()
+        mgr.join()
+    out = []
+    t = threading.Thread(target=lambda: out.append(use(p, kind)), daemon=True)
+    t.start()
+    t.join(30)
+    print("parent-after " + repr(out), flush=True)
+    if kind == "pool":
+        p.close(); p.join()
+    else:
+        p.shutdown()
+"""
+
+
+@pytest.mark.parametrize("how", ["os.fork", "manager"])
+@pytest.mark.parametrize("kind", ["pool", "executor"])
+def test_a_forked_child_leaves_the_parents_pool_alone(tmp_path, kind, how):
+    # A child forked from a program with a pool (seed 003's os.fork(), or a stdlib fork
+    # Manager/Process) has a copy of the pool.  Its exit ran that copy's finalizer, and the
+    # executor's exit hook: they told the parent's workers and zygote to quit through the
+    # pipes and rings they share, so the parent's pool broke (ProcessError) or its next
+    # shutdown hung (CPython's test_ressources_gced_in_workers, 1 run in 5).  Now a forked
+    # copy does nothing to the parent's workers, and using it in the child raises.
+    import subprocess
+    import sys
+
+    script = tmp_path / "forked_child.py"
+    script.write_text(_FORKED_CHILD_PROGRAM)
+    out = subprocess.run([sys.executable, str(script), kind, how], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "parent-after [[5, 4, 3, 2, 1]]" in out.stdout, (out.stdout, out.stderr)
+    if how == "os.fork":
+        assert "child-refused this pool belongs to process" in out.stdout, out.stdout

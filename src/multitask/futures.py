@@ -308,6 +308,8 @@ def _join_at_exit() -> None:
     ``submit()`` from an ``atexit`` callback raises (this runs before those: it is registered
     where the stdlib's executor registers its own, ``threading._register_atexit``)."""
     for executor in list(_live):
+        if executor._backend.forked_copy():
+            continue   # a forked child's copy of the parent's executor (Backend.forked_copy)
         try:
             executor.shutdown(wait=True)
         except Exception:   # exiting: nothing may stop the others from being joined

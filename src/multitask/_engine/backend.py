@@ -79,6 +79,23 @@ class Backend(abc.ABC):
         self.max_memory_per_child = max_memory_per_child
         self.maxtasksperchild_jitter = maxtasksperchild_jitter
         self.on_change = on_change
+        self.owner_pid = os.getpid()
+
+    def forked_copy(self) -> bool:
+        """True in a child forked from the process that made this backend (``os.fork()``, a
+        stdlib fork ``Process`` or ``Manager``).  The child's copy shares the parent's pipes
+        and rings, so it must not act on the parent's workers: close/join/terminate do
+        nothing there, and submitting raises.  (A child's exit ran its copy's finalizer and
+        the executor's exit hook, which shut the *parent's* pool down, or hung it.)"""
+        return os.getpid() != self.owner_pid
+
+    def refuse_forked_copy(self) -> None:
+        """Raise :class:`multitask.ProcessError` in a forked child (see ``forked_copy``)."""
+        if os.getpid() != self.owner_pid:
+            from .._core._errors import ProcessError
+
+            raise ProcessError(f"this pool belongs to process {self.owner_pid}; a child forked "
+                               f"from it cannot use it (make a pool in the child)")
 
     def new_quota(self) -> int | None:
         """Tasks a new worker may run (``maxtasksperchild``), cut by a random share of at most

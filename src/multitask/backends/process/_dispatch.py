@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 
 def submit(self: ProcessBackend, job: Job) -> None:
+    self.refuse_forked_copy()
     self._funcs.prime(job.fn)   # user code (pickling the function): not under the lock
     with self._lock:
         if self._broken is not None:
@@ -41,6 +42,7 @@ def submit(self: ProcessBackend, job: Job) -> None:
 
 
 def prepare(self: ProcessBackend, job: Job) -> None:
+    self.refuse_forked_copy()
     task = getattr(job, "task", None)
     if task is not None and task.wire is None:
         try:

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 
 def close(self: ProcessBackend) -> None:
+    if self.forked_copy():
+        return   # a forked child's copy: the parent's workers are not its own
     sends = _Sends()
     with self._lock:
         self._closing = True
@@ -32,6 +34,8 @@ def close(self: ProcessBackend) -> None:
 
 
 def join(self: ProcessBackend, timeout: float | None = None) -> bool:
+    if self.forked_copy():
+        return True   # nothing of this process's to wait for (see Backend.forked_copy)
     # One join at a time: a second one, concurrent or later, waits for the first and then
     # returns (the first consumed the workers' pidfds and ended the threads that would
     # report their exits: it would wait for ever -- a dropped executor's exit thread and
@@ -142,6 +146,8 @@ def _exit_fds(self: ProcessBackend) -> list[int] | None:
 
 
 def terminate(self: ProcessBackend, _reason: BaseException | None = None) -> None:
+    if self.forked_copy():
+        return   # a forked child's copy: the parent's workers are not its own
     with self._lock:
         first = not self._terminated
         self._terminated = True

@@ -41,6 +41,7 @@ def prepare(self: RayBackend, job: Job) -> None:
 
 
 def submit(self: RayBackend, job: Job) -> None:
+    self.refuse_forked_copy()
     self._funcs.prime(job.fn)   # user code (pickling the function): not under the lock
     with self._lock:
         if self._broken is not None:

@@ -22,12 +22,16 @@ if TYPE_CHECKING:
 
 
 def close(self: RayBackend) -> None:
+    if self.forked_copy():
+        return   # a forked child's copy: the parent's workers are not its own
     with self._lock:
         self._closing = True
         self._check_drained_locked()
 
 
 def join(self: RayBackend, timeout: float | None = None) -> bool:
+    if self.forked_copy():
+        return True   # nothing of this process's to wait for (see Backend.forked_copy)
     if not self._drained.wait(timeout):
         return False
     self._stop()
@@ -35,6 +39,8 @@ def join(self: RayBackend, timeout: float | None = None) -> bool:
 
 
 def terminate(self: RayBackend, _reason: BaseException | None = None) -> None:
+    if self.forked_copy():
+        return   # a forked child's copy: the parent's workers are not its own
     with self._lock:
         first = not self._terminated
         self._terminated = True
