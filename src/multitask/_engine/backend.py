@@ -91,7 +91,7 @@ class Backend(abc.ABC):
 
     def refuse_forked_copy(self) -> None:
         """Raise :class:`multitask.ProcessError` in a forked child (see ``forked_copy``)."""
-        if os.getpid() != self.owner_pid:
+        if self.forked_copy():
             from .._core._errors import ProcessError
 
             raise ProcessError(f"this pool belongs to process {self.owner_pid}; a child forked "

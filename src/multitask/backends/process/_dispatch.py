@@ -42,7 +42,6 @@ def submit(self: ProcessBackend, job: Job) -> None:
 
 
 def prepare(self: ProcessBackend, job: Job) -> None:
-    self.refuse_forked_copy()
     task = getattr(job, "task", None)
     if task is not None and task.wire is None:
         try:
